@@ -1,0 +1,95 @@
+"""A handle on a running OpenAI-compatible server, shared by every backend launcher.
+
+Launchers (simulated, embedded, vllm) start a server and return a RunningServer; callers
+use `base_url` and `model`, and `stop()` (or a `with` block) to take it down by PID.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+class BackendError(RuntimeError):
+    """A backend could not be started; the message is meant for the user, one line."""
+
+
+def list_models(base_url: str, timeout: float = 2.0) -> list[str]:
+    """Ids from GET {base_url}/models; raises URLError/OSError when the server is not up."""
+    with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout) as resp:
+        payload = json.loads(resp.read().decode("utf-8"))
+    return [m["id"] for m in payload.get("data", [])]
+
+
+def wait_until_ready(
+    base_url: str,
+    timeout: float,
+    is_alive: Callable[[], bool] = lambda: True,
+    what: str = "LLM server",
+) -> list[str]:
+    """Poll /models until it answers; fail fast if the process died."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if not is_alive():
+            raise BackendError(f"{what} exited before it answered at {base_url}")
+        try:
+            return list_models(base_url)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last_error = exc
+            time.sleep(0.25)
+    raise BackendError(f"{what} did not answer at {base_url} within {timeout:.0f} s ({last_error})")
+
+
+@dataclass
+class RunningServer:
+    base_url: str  # ends with /v1
+    model: str
+    process: subprocess.Popen | None = None
+    _stop: Callable[[], None] | None = field(default=None, repr=False)
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+        if self.process is not None and self.process.poll() is None:
+            stop_process(self.process, grace)
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL: a server must never outlive its launcher."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def state_dir() -> str:
+    """Where launchers keep reassembled weights and other per-user state."""
+    return os.environ.get("TRACE_BUILD_HOME", os.path.expanduser("~/.cache/trace-build"))
