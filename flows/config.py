@@ -1,0 +1,116 @@
+"""The one typed configuration of a trace build, loaded from YAML and overridable by parameters.
+
+Secrets are not configuration: the API key is read from the environment variable named here, or
+from a Prefect Secret block named here, at run time, and is never stored in the config itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message is one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMConfig(_Strict):
+    base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible /v1 URLs (replicas of one model)")
+    backend: Literal["simulated", "embedded", "vllm"] | None = Field(None, description="start this backend when no base URL is given")
+    backend_model: str | None = Field(None, description="model the launched backend serves (embedded: qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, smollm2-135m)")
+    model: str | None = Field(None, description="model name to request; default: the first one the server lists")
+    dialect: Literal["json_schema", "json_object_schema", "json_object", "none"] | None = Field(
+        None, description="how the server takes a JSON schema; default from the backend profile")
+    max_in_flight: int = Field(64, ge=1, description="requests in flight per endpoint")
+    timeout_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(6, ge=1, description="tries per request on transient errors")
+    parse_attempts: int = Field(3, ge=1, description="tries per request when the answer is unusable")
+    backoff_s: float = Field(0.5, ge=0)
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_secret: str | None = Field(None, description="name of a Prefect Secret block holding the key")
+    cache_path: str | None = Field(None, description="request cache file; default <run>/llm-cache.sqlite")
+
+
+class SamplingConfig(_Strict):
+    """Temperatures and token budgets per call kind."""
+
+    tag_temperature: float = 0.0
+    expand_temperature: float = 0.7
+    structure_temperature: float = 0.0
+    qc_temperature: float = 0.0
+    respond_temperature: float = 0.7
+    grade_temperature: float = 0.0
+    tag_max_tokens: int = 512
+    expand_max_tokens: int = 1024
+    structure_max_tokens: int = 1536
+    qc_max_tokens: int = 384
+    respond_max_tokens: int = 1536
+    grade_max_tokens: int = 1536
+
+
+class PipelineConfig(_Strict):
+    seed: int = Field(0, description="seed for every random draw and every sampled request")
+    shard_size: int = Field(16, ge=1, description="seeds per shard (the unit of resume and of Prefect tasks)")
+    max_seed_chars: int = Field(8000, ge=1, description="longer seeds are rejected (seed_too_long)")
+    constraint_counts: dict[int, float] | None = Field(
+        None, description="distribution of constraints per instruction; default: the paper's train histogram")
+    max_constraints: int = Field(15, ge=1)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @field_validator("constraint_counts")
+    @classmethod
+    def _positive(cls, value):
+        if value is not None and (not value or any(k < 1 or w < 0 for k, w in value.items()) or sum(value.values()) <= 0):
+            raise ValueError("needs counts >= 1 with non-negative weights that sum above 0")
+        return value
+
+
+class RunConfig(_Strict):
+    seeds: str = "data/seeds"
+    text_field: str = "text"
+    limit: int | None = Field(None, ge=1)
+    out: str = "runs/latest"
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {where}: {err['msg']}{more}"
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config (optional), apply dotted overrides like {"llm.base_urls": [...]}."""
+    data: dict = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None

@@ -1,0 +1,103 @@
+"""Data contracts: the columns of every table a trace build writes, defined once.
+
+Rows accumulate columns stage by stage: a stage's output row is its input row plus the
+stage's own columns, with the lineage columns renewed (new row_id, parent_id = input row_id).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+STAGES = ("taxonomy", "expand", "structure", "qc", "respond")
+
+LINEAGE = [
+    pa.field("row_id", pa.string(), nullable=False),  # content id of this row
+    pa.field("seed_id", pa.string(), nullable=False),  # content id of the seed it came from
+    pa.field("parent_id", pa.string()),  # row_id of the row this one was made from
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("model", pa.string()),  # as reported by the server
+    pa.field("templates", pa.string()),  # JSON {template: version} of every call so far
+    pa.field("sampling", pa.string()),  # JSON {call: {temperature, seed, max_tokens}}
+    pa.field("taxonomy_version", pa.string()),
+]
+
+SEED = [
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("lang", pa.string()),
+    pa.field("source", pa.string()),  # file:row it was read from
+]
+
+_NEW_TYPE = pa.struct([("name", pa.string()), ("description", pa.string())])
+_CONSTRAINT = pa.struct([
+    ("id", pa.string()), ("text", pa.string()), ("dimension", pa.string()),
+    ("dimension_zh", pa.string()), ("type", pa.string()),
+])
+_SCORE = pa.struct([("constraint_id", pa.string()), ("score", pa.int32()), ("explanation", pa.string())])
+
+STAGE_COLUMNS: dict[str, list[pa.Field]] = {
+    "seeds": SEED,
+    "taxonomy": [
+        pa.field("fit_dimensions", pa.list_(pa.string())),
+        pa.field("new_constraint_types", pa.list_(_NEW_TYPE)),
+    ],
+    "expand": [
+        pa.field("target_dimensions", pa.list_(pa.string())),
+        pa.field("instruction", pa.string()),
+    ],
+    "structure": [
+        pa.field("description", pa.string()),
+        pa.field("constraints", pa.list_(_CONSTRAINT)),
+        pa.field("input", pa.string()),  # the literal "NULL" when there is none, as in Trace
+    ],
+    "qc": [
+        pa.field("qc_complete", pa.bool_()),
+        pa.field("qc_complete_reasoning", pa.string()),
+        pa.field("qc_non_redundant", pa.bool_()),
+        pa.field("qc_non_redundant_reasoning", pa.string()),
+    ],
+    "respond": [
+        pa.field("prompt", pa.string()),  # the serialised instruction the model answered
+        pa.field("response", pa.string()),
+        pa.field("scores", pa.list_(_SCORE)),
+        pa.field("overall", pa.int32()),
+        pa.field("overall_explanation", pa.string()),
+        pa.field("full_score", pa.bool_()),  # every constraint scored 10
+    ],
+}
+
+REJECTS = pa.schema([
+    pa.field("row_id", pa.string(), nullable=False),  # the input row that did not go on
+    pa.field("seed_id", pa.string(), nullable=False),
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),  # machine-readable code
+    pa.field("detail", pa.string()),
+    pa.field("row", pa.string()),  # the input row as JSON, to inspect or replay
+])
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def stage_schema(stage: str) -> pa.Schema:
+    """Columns of a stage's output: lineage, seed columns, then every stage's up to this one."""
+    order = ("seeds",) + STAGES
+    fields = list(LINEAGE)
+    for name in order[: order.index(stage) + 1]:
+        fields += STAGE_COLUMNS[name]
+    return pa.schema(fields)
+
+
+def content_id(*parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def serialise_instruction(description: str, constraints: list[str], input_text: str | None) -> str:
+    """The official Trace layout of an instruction (paper-notes.md section 3)."""
+    text = description + "\n" + "".join(c + "\n" for c in constraints)
+    if input_text and input_text != "NULL":
+        text += "# Inputs:\n" + input_text + "\n"
+    return text

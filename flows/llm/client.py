@@ -1,0 +1,275 @@
+"""The one LLM client every stage uses.
+
+AsyncOpenAI against one or more replicas of the same model; a bounded number of requests in
+flight per endpoint (the least-loaded endpoint gets the next request); tenacity retries with
+jittered exponential backoff only for transient failures; structured output in the server's
+dialect and parse-and-validate always; finish_reason == "length" is a failure; token usage per
+stage; and the persistent request cache in front of it all.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+import jsonschema
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from flows.llm.cache import RequestCache, request_key
+from flows.prompts import Prompt
+
+# How each server family takes a JSON schema (the backend profile picks one).
+DIALECTS = ("json_schema", "json_object_schema", "json_object", "none")
+
+
+class LLMFailure(Exception):
+    """A call that did not produce a usable answer; `reason` is a reject reason code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Unusable(Exception):
+    """The server answered, but not with something we can use (retried with another seed)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    stage: str
+    prompt: Prompt
+    schema: dict | None = None
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    content: str
+    data: object | None  # parsed JSON when a schema was asked for
+    model: str
+    usage: dict
+    cached: bool
+
+
+@dataclass
+class _Endpoint:
+    base_url: str
+    client: openai.AsyncOpenAI
+    capacity: int
+    in_flight: int = 0
+
+
+@dataclass
+class StageUsage:
+    requests: int = 0  # calls that reached a server (attempts included)
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    failures: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests, "cache_hits": self.cache_hits,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "retries": self.retries, "failures": dict(self.failures),
+        }
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
+        return True  # APITimeoutError is an APIConnectionError
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def parse_json(content: str, schema: dict) -> object:
+    """Parse a model's JSON answer (tolerating a ``` fence) and validate it against the schema."""
+    match = _FENCE.match(content)
+    text = match.group(1) if match else content
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Unusable("unparseable_output", f"not JSON ({exc.msg} at char {exc.pos})") from None
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise _Unusable("schema_violation", f"{where}: {exc.message[:200]}") from None
+    return data
+
+
+def response_format(dialect: str, schema: dict | None) -> dict | None:
+    if schema is None or dialect == "none":
+        return None
+    if dialect == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    if dialect == "json_object_schema":
+        return {"type": "json_object", "schema": schema}
+    if dialect == "json_object":
+        return {"type": "json_object"}
+    raise ValueError(f"unknown response-format dialect {dialect!r} (one of {', '.join(DIALECTS)})")
+
+
+class LLMClient:
+    def __init__(
+        self,
+        base_urls: list[str],
+        cache: RequestCache,
+        *,
+        model: str | None = None,
+        dialect: str = "json_schema",
+        max_in_flight: int = 64,
+        timeout_s: float = 120.0,
+        max_attempts: int = 6,
+        parse_attempts: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 20.0,
+        api_key: str | None = None,
+    ):
+        if not base_urls:
+            raise ValueError("no LLM base URL given")
+        response_format(dialect, {})  # validates the dialect name
+        self.cache = cache
+        self.model = model
+        self.dialect = dialect
+        self.max_attempts = max_attempts
+        self.parse_attempts = parse_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self._endpoints = [
+            _Endpoint(
+                base_url=url,
+                client=openai.AsyncOpenAI(
+                    base_url=url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0
+                ),
+                capacity=max_in_flight,
+            )
+            for url in base_urls
+        ]
+        self._slots = asyncio.Semaphore(max_in_flight * len(self._endpoints))
+        self.usage: dict[str, StageUsage] = defaultdict(StageUsage)
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [e.base_url for e in self._endpoints]
+
+    async def resolve_model(self) -> str:
+        """The model as the server names it: the configured one, else the first it lists."""
+        if self.model is None:
+            try:
+                models = await self._endpoints[0].client.models.list()
+            except openai.APIError as exc:
+                raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url}: {exc}") from None
+            ids = [m.id for m in models.data]
+            if not ids:
+                raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url} lists no model")
+            self.model = ids[0]
+        return self.model
+
+    async def aclose(self) -> None:
+        for endpoint in self._endpoints:
+            await endpoint.client.close()
+
+    async def chat(self, call: LLMCall) -> LLMResult:
+        model = await self.resolve_model()
+        messages = list(call.prompt.messages)
+        key = request_key(
+            model=model, messages=messages, temperature=call.temperature,
+            max_tokens=call.max_tokens, seed=call.seed, schema=call.schema,
+            template=call.prompt.version,
+        )
+        usage = self.usage[call.stage]
+        hit = self.cache.get(key)
+        if hit is not None:
+            usage.cache_hits += 1
+            return LLMResult(hit["content"], hit.get("data"), hit["model"], hit["usage"], True)
+
+        last: _Unusable | None = None
+        for attempt in range(self.parse_attempts):
+            # A retry after an unusable answer varies the seed: at a fixed seed the server
+            # would return the same unusable text again.
+            seed = None if call.seed is None else call.seed + attempt
+            content, served_model, tokens, finish = await self._send(call, model, messages, seed)
+            try:
+                if finish == "length":
+                    raise _Unusable("output_too_long", f"hit max_tokens={call.max_tokens}")
+                data = parse_json(content, call.schema) if call.schema is not None else None
+                if call.schema is None and not content.strip():
+                    raise _Unusable("empty_output", "the server returned no text")
+            except _Unusable as exc:
+                last = exc
+                usage.retries += 1
+                continue
+            answer = {"content": content, "data": data, "model": served_model, "usage": tokens}
+            self.cache.put(key, call.stage, model, {"messages": messages, "seed": call.seed}, answer)
+            return LLMResult(content, data, served_model, tokens, False)
+        usage.failures[last.reason] += 1
+        raise LLMFailure(last.reason, str(last))
+
+    async def _send(self, call: LLMCall, model: str, messages: list, seed: int | None):
+        usage = self.usage[call.stage]
+        fmt = response_format(self.dialect, call.schema)
+        extra = {"response_format": fmt} if fmt else None
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_random_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        usage.retries += 1
+                    async with self._slots:
+                        endpoint = min(self._endpoints, key=lambda e: e.in_flight / e.capacity)
+                        endpoint.in_flight += 1
+                        usage.requests += 1
+                        try:
+                            resp = await endpoint.client.chat.completions.create(
+                                model=model, messages=messages, temperature=call.temperature,
+                                max_tokens=call.max_tokens, seed=seed, extra_body=extra,
+                            )
+                        finally:
+                            endpoint.in_flight -= 1
+        except openai.APITimeoutError as exc:
+            raise self._fail(usage, "timeout", exc)
+        except openai.APIConnectionError as exc:
+            raise self._fail(usage, "connection_error", exc)
+        except openai.RateLimitError as exc:
+            raise self._fail(usage, "rate_limited", exc)
+        except openai.APIStatusError as exc:
+            text = str(exc).lower()
+            if exc.status_code >= 500:
+                raise self._fail(usage, "server_error", exc)
+            if "context" in text and ("length" in text or "window" in text or "token" in text):
+                raise self._fail(usage, "context_too_long", exc)
+            raise self._fail(usage, "bad_request", exc)
+        choice = resp.choices[0]
+        tokens = {
+            "prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
+            "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0,
+        }
+        usage.prompt_tokens += tokens["prompt_tokens"]
+        usage.completion_tokens += tokens["completion_tokens"]
+        return choice.message.content or "", resp.model or model, tokens, choice.finish_reason
+
+    @staticmethod
+    def _fail(usage: StageUsage, reason: str, exc: Exception) -> LLMFailure:
+        usage.failures[reason] += 1
+        return LLMFailure(reason, f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -1,0 +1,78 @@
+"""Render the prompt templates in prompts/ into chat messages.
+
+Templates are code and data is data: every template is loaded from prompts/ into a sandboxed
+Jinja2 environment where an undefined variable raises, and seed or model text is only ever passed
+in as a value, so `{{ 7*7 }}` inside a seed reaches the model verbatim.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+class PromptError(ValueError):
+    """A template is missing, malformed, or was rendered with missing variables."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: str  # sha256 of the template bytes, first 12 hex digits
+    messages: tuple[dict, ...]
+
+
+class PromptLibrary:
+    def __init__(self, directory: Path | str = PROMPTS_DIR):
+        self.directory = Path(directory)
+        self._env = ImmutableSandboxedEnvironment(
+            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+        )
+        self._templates: dict[str, tuple] = {}
+
+    def _load(self, name: str):
+        if name not in self._templates:
+            path = self.directory / f"{name}.j2"
+            try:
+                source = path.read_bytes()
+            except FileNotFoundError:
+                raise PromptError(f"{path}: prompt template not found") from None
+            try:
+                template = self._env.from_string(source.decode("utf-8"))
+            except TemplateError as exc:
+                raise PromptError(f"{path}: {exc}") from None
+            if not {"system", "user"} <= set(template.blocks):
+                raise PromptError(f"{path}: needs a 'system' and a 'user' block")
+            version = hashlib.sha256(source).hexdigest()[:12]
+            self._templates[name] = (template, version)
+        return self._templates[name]
+
+    def version(self, name: str) -> str:
+        return self._load(name)[1]
+
+    def render(self, name: str, **values) -> Prompt:
+        template, version = self._load(name)
+        try:
+            context = template.new_context(values)
+            parts = {
+                block: "".join(template.blocks[block](context)).strip()
+                for block in ("system", "user")
+            }
+        except TemplateError as exc:
+            raise PromptError(f"{self.directory / (name + '.j2')}: {exc}") from None
+        messages = (
+            {"role": "system", "content": parts["system"]},
+            {"role": "user", "content": parts["user"]},
+        )
+        return Prompt(name=name, version=version, messages=messages)
+
+
+@lru_cache(maxsize=1)
+def default_library() -> PromptLibrary:
+    return PromptLibrary()
