@@ -1,0 +1,167 @@
+"""The `trace-build` command line: serve-llm, run, status.
+
+A user mistake (bad seed file, bad config, no server) ends with one line on stderr and exit
+status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from flows.config import ConfigError, load_config
+from flows.llm.running import BackendError
+from flows.prompts import PromptError
+from flows.seeds import InputError
+from flows.taxonomy import TaxonomyError
+
+USER_ERRORS = (ConfigError, InputError, BackendError, PromptError, TaxonomyError)
+
+
+class TqdmProgress:
+    """One progress bar per stage; safe to call from the event loop thread."""
+
+    def __init__(self, stages: list[str], total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not enabled,
+                              unit="row", dynamic_ncols=True) for i, s in enumerate(stages)}
+        self._lock = threading.Lock()
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        with self._lock:
+            self._bars[stage].update(n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def cmd_run(args) -> int:
+    from flows.build import build_trace
+    from flows.contracts import STAGES
+    from flows.llm.client import LLMFailure
+    from flows.report import format_funnel
+    from flows.seeds import load_seeds
+
+    overrides = {
+        "seeds": args.seeds, "limit": args.limit, "out": args.out,
+        "llm.base_urls": args.base_url, "llm.backend": args.backend, "llm.backend_model": args.backend_model,
+        "llm.model": args.model, "llm.max_in_flight": args.max_in_flight,
+    }
+    if args.base_url:
+        overrides["llm.backend"] = None
+    cfg = load_config(args.config, overrides)
+    total = len(load_seeds(cfg.seeds, cfg.text_field, cfg.limit, cfg.pipeline.max_seed_chars).rows)
+    progress = TqdmProgress(list(STAGES), total, enabled=not args.quiet)
+    try:
+        result = asyncio.run(build_trace(cfg, progress))
+    except LLMFailure as exc:
+        raise BackendError(f"LLM server: {exc}") from None
+    finally:
+        progress.close()
+    print(f"\nrun folder: {result.run_dir}")
+    print(f"SFT split:  {result.run_dir / 'splits' / 'sft.parquet'} ({result.sft_rows} rows)\n")
+    print(format_funnel(result.manifest["funnel"]))
+    if args.show:
+        show_sft(result.run_dir, args.show)
+    return 0
+
+
+def show_sft(run_dir: Path, n: int) -> None:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(run_dir / "splits" / "sft.parquet").to_pylist()[:n]
+    for row in rows:
+        print("\n" + "=" * 72)
+        print(row["prompt"].rstrip())
+        print("-" * 72)
+        print(row["response"][:1500].rstrip())
+        print("scores:", ", ".join(f"{s['constraint_id']}={s['score']}" for s in row["scores"]))
+
+
+def cmd_status(args) -> int:
+    from flows.report import format_funnel, funnel
+
+    run_dir = Path(args.run)
+    if not (run_dir / "stages").is_dir():
+        raise InputError(f"{run_dir}: not a trace-build run folder (no stages/)")
+    print(format_funnel(funnel(run_dir)))
+    return 0
+
+
+def cmd_serve_llm(args) -> int:
+    from flows.llm.backends import start_backend
+
+    options = {}
+    if args.backend == "simulated":
+        options = {"latency_mean": args.latency, "capacity": args.capacity}
+    elif args.backend == "vllm" and args.tensor_parallel_size:
+        options = {"tensor_parallel_size": args.tensor_parallel_size}
+    server = start_backend(args.backend, args.model, host=args.host, port=args.port, **options)
+    print(f"{args.backend} LLM ready: {server.base_url} (model {server.model}); Ctrl+C to stop", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            if server.process is not None and server.process.poll() is not None:
+                raise BackendError(f"{args.backend} server exited with status {server.process.returncode}")
+    finally:
+        server.stop()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trace-build", description="Build Trace-style complex instruction data.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve-llm", help="start an OpenAI-compatible LLM server on this machine")
+    s.add_argument("--backend", choices=["embedded", "simulated", "vllm"], default="embedded")
+    s.add_argument("--model", help="embedded: qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, smollm2-135m; vllm: a model path or name")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8011)
+    s.add_argument("--latency", type=float, default=0.0, help="simulated: mean latency in seconds")
+    s.add_argument("--capacity", type=int, default=64, help="simulated: requests in service at once")
+    s.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per replica")
+    s.set_defaults(func=cmd_serve_llm)
+
+    r = sub.add_parser("run", help="run a trace build over seed instructions")
+    r.add_argument("--seeds", help="a JSONL/Parquet/CSV file or a folder of them (default data/seeds)")
+    r.add_argument("--limit", type=int, help="use only the first N seeds")
+    r.add_argument("--out", help="run folder (default runs/latest); rerunning resumes it")
+    r.add_argument("--base-url", action="append", help="OpenAI-compatible /v1 URL; repeat for replicas")
+    r.add_argument("--backend", choices=["embedded", "simulated", "vllm"], help="start this backend for the run")
+    r.add_argument("--backend-model", help="model the started backend serves")
+    r.add_argument("--model", help="model name to request (default: the first the server lists)")
+    r.add_argument("--max-in-flight", type=int, help="requests in flight per endpoint")
+    r.add_argument("--config", help="YAML config file (see configs/)")
+    r.add_argument("--show", type=int, default=0, metavar="N", help="print N rows of the SFT split at the end")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="print the funnel of a run folder")
+    st.add_argument("run", nargs="?", default="runs/latest")
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"trace-build: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trace-build: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Backend profiles: where the LLM is and how it takes structured output.
+
+A run either points at running servers (base URLs) or names a backend that is started for the
+run and stopped after it: `simulated` (test double), `embedded` (llama.cpp on this machine),
+`vllm` (a GPU host).
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from flows.config import ConfigError, LLMConfig
+from flows.llm.running import RunningServer
+
+DIALECTS = {"simulated": "json_schema", "embedded": "json_object_schema", "vllm": "json_schema"}
+DEFAULT_MODELS = {"embedded": "qwen2.5-coder-1.5b", "vllm": "Qwen/Qwen2-72B-Instruct"}
+VLLM_TENSOR_PARALLEL = 4  # Qwen2-72B-Instruct in bf16 needs 4 x 80 GB
+
+
+def start_backend(name: str, model: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                  **options) -> RunningServer:
+    if name == "simulated":
+        from flows.llm import simulator
+
+        config = simulator.SimulatorConfig(**options)
+        if model:
+            config.model = model
+        return simulator.start(config, host=host, port=port)
+    if name == "embedded":
+        from flows.llm import embedded
+
+        return embedded.start(model or DEFAULT_MODELS["embedded"], host=host, port=port, **options)
+    if name == "vllm":
+        from flows.llm import vllm
+
+        return vllm.start(model or DEFAULT_MODELS["vllm"], host=host, port=port or 8000,
+                          tensor_parallel_size=options.pop("tensor_parallel_size", VLLM_TENSOR_PARALLEL), **options)
+    raise ConfigError(f"unknown backend {name!r} (simulated, embedded or vllm)")
+
+
+@contextmanager
+def llm_endpoints(cfg: LLMConfig) -> Iterator[tuple[list[str], str]]:
+    """(base URLs, dialect) for a run; a backend started here is stopped on the way out."""
+    if cfg.base_urls:
+        yield list(cfg.base_urls), cfg.dialect or "json_schema"
+        return
+    if not cfg.backend:
+        raise ConfigError("no LLM server: give --base-url URL or --backend simulated|embedded|vllm")
+    with start_backend(cfg.backend, cfg.backend_model) as server:
+        yield [server.base_url], cfg.dialect or DIALECTS[cfg.backend]
+
+
+def resolve_api_key(cfg: LLMConfig) -> str | None:
+    """The key from the environment, else from a Prefect Secret block; never logged or stored."""
+    key = os.environ.get(cfg.api_key_env)
+    if key:
+        return key
+    if cfg.api_key_secret:
+        from prefect.blocks.system import Secret
+
+        return Secret.load(cfg.api_key_secret).get()
+    return None

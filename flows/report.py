@@ -1,0 +1,80 @@
+"""Reports derived from a run folder's files: the funnel per stage and the taxonomy report."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from flows.contracts import STAGES
+from flows.store import ShardStore
+
+
+def _count(paths) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+def funnel(run_dir: Path | str) -> list[dict]:
+    """Per stage: rows in, rows out, rows rejected by reason; then the SFT split."""
+    store = ShardStore(run_dir)
+    rows = []
+    for stage in ("seeds",) + STAGES:
+        folder = store.run_dir / "stages" / stage
+        out = _count(sorted(folder.glob("shard-*.parquet")))
+        reasons: Counter = Counter()
+        for path in sorted(folder.glob("rejects-*.parquet")):
+            reasons.update(pq.read_table(path, columns=["reason"]).column("reason").to_pylist())
+        rejected = sum(reasons.values())
+        rows.append({"stage": stage, "in": out + rejected, "out": out, "rejected": rejected,
+                     "reasons": dict(sorted(reasons.items()))})
+    sft, sft_rejects = store.split_path("sft"), store.run_dir / "splits" / "sft-rejects.parquet"
+    if sft.exists():
+        reasons = Counter(pq.read_table(sft_rejects, columns=["reason"]).column("reason").to_pylist()) \
+            if sft_rejects.exists() else Counter()
+        out = _count([sft])
+        rows.append({"stage": "split:sft", "in": out + sum(reasons.values()), "out": out,
+                     "rejected": sum(reasons.values()), "reasons": dict(reasons)})
+    return rows
+
+
+def format_funnel(rows: list[dict]) -> str:
+    lines = [f"{'stage':<12}{'in':>7}{'out':>7}{'rejected':>10}  reasons"]
+    for r in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items()) or "-"
+        lines.append(f"{r['stage']:<12}{r['in']:>7}{r['out']:>7}{r['rejected']:>10}  {reasons}")
+    return "\n".join(lines)
+
+
+def taxonomy_report(tagged: list[dict], taxonomy) -> dict:
+    """How the seed pool maps onto the taxonomy, and the constraint types it lacks."""
+    per_dimension = Counter(d for row in tagged for d in row["fit_dimensions"])
+    candidates: dict[str, dict] = defaultdict(lambda: {"count": 0, "descriptions": [], "example_seeds": []})
+    for row in tagged:
+        for t in row["new_constraint_types"]:
+            key = " ".join(t["name"].lower().split())
+            entry = candidates[key]
+            entry["count"] += 1
+            if len(entry["descriptions"]) < 3 and t["description"] not in entry["descriptions"]:
+                entry["descriptions"].append(t["description"])
+            if len(entry["example_seeds"]) < 3:
+                entry["example_seeds"].append(row["text"][:200])
+    return {
+        "seeds": len(tagged),
+        "taxonomy_version": f"{taxonomy.version}@{taxonomy.content_hash}",
+        "dimensions": [{"id": d.id, "name": d.name, "zh": d.zh, "seeds": per_dimension.get(d.id, 0)}
+                       for d in taxonomy.dimensions],
+        "candidate_new_types": [{"name": k, **v} for k, v in sorted(candidates.items(), key=lambda kv: -kv[1]["count"])],
+    }
+
+
+def taxonomy_report_markdown(report: dict) -> str:
+    lines = [f"# Taxonomy report ({report['seeds']} seeds, taxonomy {report['taxonomy_version']})", "",
+             "| dimension | zh | seeds it fits |", "|---|---|---:|"]
+    lines += [f"| {d['id']} | {d['zh']} | {d['seeds']} |" for d in report["dimensions"]]
+    lines += ["", "## Candidate new constraint types", ""]
+    if not report["candidate_new_types"]:
+        lines.append("None proposed.")
+    for c in report["candidate_new_types"]:
+        lines.append(f"- **{c['name']}** ({c['count']} seeds): {'; '.join(c['descriptions'])}")
+        lines += [f"  - e.g. {s}" for s in c["example_seeds"]]
+    return "\n".join(lines) + "\n"

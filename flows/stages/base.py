@@ -1,0 +1,108 @@
+"""What every stage shares: the context it runs in, how it asks the LLM, how a row is rejected.
+
+A stage is a small object with one `process(row)` that returns the stage's new columns or raises
+Reject; `run_row` wraps it so that every input row comes back either as an output row (with its
+lineage renewed) or as a reject with a reason code. Stages know nothing about shards, files or
+Prefect.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+
+from flows.config import PipelineConfig
+from flows.contracts import content_id
+from flows.llm.client import LLMCall, LLMClient, LLMFailure, LLMResult
+from flows.prompts import PromptError, PromptLibrary
+from flows.taxonomy import Taxonomy
+
+log = logging.getLogger("trace_build.stages")
+
+
+class Reject(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class StageContext:
+    client: LLMClient
+    prompts: PromptLibrary
+    taxonomy: Taxonomy
+    config: PipelineConfig
+
+    def rng(self, *purpose) -> random.Random:
+        """A random stream fixed by the run seed and the purpose: reruns draw the same."""
+        return random.Random(int(content_id(self.config.seed, *purpose), 16))
+
+    def request_seed(self, *purpose) -> int:
+        return int(content_id(self.config.seed, "request", *purpose), 16) % (2**31)
+
+
+@dataclass
+class RowTrace:
+    """The calls made for one row, for its lineage columns."""
+
+    templates: dict = field(default_factory=dict)
+    sampling: dict = field(default_factory=dict)
+    model: str | None = None
+
+
+class Stage:
+    name: str = ""
+
+    async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
+        raise NotImplementedError
+
+    async def ask(self, ctx: StageContext, trace: RowTrace, row: dict, template: str,
+                  kind: str, schema: dict | None = None, **values) -> LLMResult:
+        prompt = ctx.prompts.render(template, **values)
+        sampling = ctx.config.sampling
+        call = LLMCall(
+            stage=self.name, prompt=prompt, schema=schema,
+            temperature=getattr(sampling, f"{kind}_temperature"),
+            max_tokens=getattr(sampling, f"{kind}_max_tokens"),
+            seed=ctx.request_seed(row["row_id"], template),
+        )
+        result = await ctx.client.chat(call)
+        trace.templates[template] = prompt.version
+        trace.sampling[template] = {"temperature": call.temperature, "max_tokens": call.max_tokens, "seed": call.seed}
+        trace.model = result.model
+        return result
+
+    async def run_row(self, row: dict, ctx: StageContext) -> tuple[dict | None, dict | None]:
+        """(output row, None) or (None, reject row): never both, never neither."""
+        trace = RowTrace()
+        try:
+            columns = await self.process(row, ctx, trace)
+        except (Reject, LLMFailure) as exc:
+            return None, self.reject(row, exc.reason, exc.detail)
+        except PromptError:
+            raise  # a broken template fails every row: stop the run, do not reject them all
+        except Exception as exc:  # a bug must not lose the row silently: reject it, loudly
+            log.exception("stage %s: unexpected error on row %s", self.name, row["row_id"])
+            return None, self.reject(row, "internal_error", f"{type(exc).__name__}: {exc}")
+        templates = {**json.loads(row.get("templates") or "{}"), **trace.templates}
+        sampling = {**json.loads(row.get("sampling") or "{}"), **trace.sampling}
+        out = {**row, **columns}
+        out.update(
+            row_id=content_id(self.name, row["row_id"], columns),
+            parent_id=row["row_id"],
+            stage=self.name,
+            model=trace.model or row.get("model"),
+            templates=json.dumps(templates, sort_keys=True),
+            sampling=json.dumps(sampling, sort_keys=True),
+            taxonomy_version=f"{ctx.taxonomy.version}@{ctx.taxonomy.content_hash}",
+        )
+        return out, None
+
+    def reject(self, row: dict, reason: str, detail: str = "") -> dict:
+        return {
+            "row_id": row["row_id"], "seed_id": row["seed_id"], "stage": self.name,
+            "reason": reason, "detail": detail[:1000],
+            "row": json.dumps(row, ensure_ascii=False, default=str),
+        }

@@ -1,0 +1,111 @@
+"""The shard store: Parquet shards per stage, rejects beside them, a manifest derived from them.
+
+Layout of a run folder:
+    stages/<stage>/shard-00003.parquet     rows that went on
+    stages/<stage>/rejects-00003.parquet   rows that did not, each with a reason code
+    splits/<split>.parquet                 final splits (sft, ...)
+    manifest.json                          schema version, files, row counts, hashes, usage
+
+Each file is written to a temporary name and renamed when complete (rejects first, then the
+shard), so a shard file that exists is a finished shard. Its metadata holds the hash of the
+input row ids it was computed from: a shard whose input changed is computed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flows.contracts import REJECTS, SCHEMA_VERSION, content_id
+
+META_KEY = b"trace_build"
+
+
+def input_hash(rows: list[dict]) -> str:
+    return content_id(*[r["row_id"] for r in rows])
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def to_table(rows: list[dict], schema: pa.Schema, meta: dict) -> pa.Table:
+    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+    return table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ShardStore:
+    def __init__(self, run_dir: Path | str):
+        self.run_dir = Path(run_dir)
+
+    def shard_path(self, stage: str, shard: int) -> Path:
+        return self.run_dir / "stages" / stage / f"shard-{shard:05d}.parquet"
+
+    def rejects_path(self, stage: str, shard: int) -> Path:
+        return self.run_dir / "stages" / stage / f"rejects-{shard:05d}.parquet"
+
+    def split_path(self, split: str) -> Path:
+        return self.run_dir / "splits" / f"{split}.parquet"
+
+    def load_shard(self, stage: str, shard: int, expected_input: str) -> tuple[list[dict], list[dict]] | None:
+        """The finished shard's (rows, rejects), or None when it must be computed (again)."""
+        path, rejects = self.shard_path(stage, shard), self.rejects_path(stage, shard)
+        if not (path.exists() and rejects.exists()):
+            return None
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        if meta.get("input_hash") != expected_input or meta.get("schema_version") != SCHEMA_VERSION:
+            return None
+        return table.to_pylist(), pq.read_table(rejects).to_pylist()
+
+    def write_shard(self, stage: str, shard: int, schema: pa.Schema, rows: list[dict],
+                    rejects: list[dict], input_hash_: str) -> None:
+        meta = {"stage": stage, "shard": shard, "input_hash": input_hash_, "schema_version": SCHEMA_VERSION}
+        write_table_atomic(self.rejects_path(stage, shard), to_table(rejects, REJECTS, meta))
+        write_table_atomic(self.shard_path(stage, shard), to_table(rows, schema, meta))
+
+    def read_stage(self, stage: str, kind: str = "shard") -> list[dict]:
+        rows: list[dict] = []
+        for path in sorted((self.run_dir / "stages" / stage).glob(f"{kind}-*.parquet")):
+            rows += pq.read_table(path).to_pylist()
+        return rows
+
+    def write_split(self, split: str, schema: pa.Schema, rows: list[dict], meta: dict) -> Path:
+        path = self.split_path(split)
+        write_table_atomic(path, to_table(rows, schema, {"split": split, "schema_version": SCHEMA_VERSION, **meta}))
+        return path
+
+    def files(self) -> list[dict]:
+        """Every Parquet file of the run with its row count and sha256."""
+        out = []
+        for path in sorted(self.run_dir.glob("*/**/*.parquet")):
+            if path.name.startswith("."):
+                continue
+            out.append({
+                "path": str(path.relative_to(self.run_dir)),
+                "rows": pq.ParquetFile(path).metadata.num_rows,
+                "sha256": file_sha256(path),
+            })
+        return out
