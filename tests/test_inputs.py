@@ -1,0 +1,75 @@
+"""Bad input gives one line naming the file, row and field, or a reject with a reason."""
+import json
+import sqlite3
+
+import pytest
+
+from conftest import read_rows, run_cli
+
+
+def one_line_error(done, *needles):
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_file(tmp_path):
+    one_line_error(run_cli("run", "--seeds", tmp_path / "nope.jsonl", "--backend", "simulated", "--out", tmp_path / "o"),
+                   "nope.jsonl", "no such file")
+
+
+def test_empty_file(tmp_path):
+    f = tmp_path / "empty.jsonl"
+    f.write_text("")
+    one_line_error(run_cli("run", "--seeds", f, "--backend", "simulated", "--out", tmp_path / "o"), "empty.jsonl", "no seed rows")
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_text_column_csv(tmp_path):
+    f = tmp_path / "seeds.csv"
+    f.write_text("prompt,lang\nhello,en\n")
+    one_line_error(run_cli("run", "--seeds", f, "--backend", "simulated", "--out", tmp_path / "o"),
+                   "seeds.csv", "no 'text' column", "prompt")
+
+
+def test_jsonl_row_without_field(tmp_path):
+    f = tmp_path / "seeds.jsonl"
+    f.write_text('{"text": "ok"}\n{"prompt": "x"}\n')
+    one_line_error(run_cli("run", "--seeds", f, "--backend", "simulated", "--out", tmp_path / "o"), "seeds.jsonl:2", "'text'")
+
+
+def test_non_utf8(tmp_path):
+    f = tmp_path / "seeds.jsonl"
+    f.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    one_line_error(run_cli("run", "--seeds", f, "--backend", "simulated", "--out", tmp_path / "o"), "seeds.jsonl:2", "UTF-8")
+
+
+def test_bad_config(tmp_path):
+    c = tmp_path / "c.yaml"
+    c.write_text("llm:\n  max_in_flight: zero\n")
+    one_line_error(run_cli("run", "--config", c, "--backend", "simulated", "--out", tmp_path / "o"), "c.yaml", "llm.max_in_flight")
+
+
+def test_no_server(tmp_path):
+    one_line_error(run_cli("run", "--base-url", "http://127.0.0.1:9/v1", "--out", tmp_path / "o", "--quiet"),
+                   "LLM server")
+
+
+def test_bad_rows_are_rejects_and_jinja_reaches_prompt_verbatim(sim, tmp_path):
+    f = tmp_path / "seeds.jsonl"
+    rows = [{"text": "Write a haiku about {{ 7*7 }} and {% raw %}"}, {"text": ""}, {"text": "   "},
+            {"text": "x" * 1_000_000}, {"text": "Write a haiku about {{ 7*7 }} and {% raw %}"}, {"text": 42}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    done = run_cli("run", "--seeds", f, "--base-url", sim.base_url, "--out", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    rejects = read_rows(out / "stages" / "seeds" / "rejects-00000.parquet")
+    assert sorted(r["reason"] for r in rejects) == ["duplicate_seed", "empty_seed", "empty_seed", "not_text", "seed_too_long"]
+    assert all(":" in r["detail"] and "seeds.jsonl" in r["detail"] for r in rejects)
+    with sqlite3.connect(out / "llm-cache.sqlite") as db:
+        requests = [json.loads(r[0]) for r in db.execute("SELECT request FROM answers WHERE stage = 'taxonomy'")]
+    assert len(requests) == 1
+    assert "Write a haiku about {{ 7*7 }} and {% raw %}" in requests[0]["messages"][-1]["content"]
+    assert "49" not in requests[0]["messages"][-1]["content"]

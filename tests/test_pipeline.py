@@ -1,0 +1,135 @@
+"""A trace build against the simulated server: outputs, accounting, resume, faults."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DEMO_SEEDS, REPO, read_rows, run_cli, start_sim
+from flows.contracts import STAGES
+from flows.llm import simulator
+from flows.report import funnel
+
+
+def sim_requests(server) -> int:
+    return simulator.stats(server.base_url)["requests"]
+
+
+def assert_accounted(run_dir, n_seeds):
+    """Every row that enters a stage leaves it as output or as a reject; nothing else."""
+    rows = {r["stage"]: r for r in funnel(run_dir)}
+    assert rows["seeds"]["in"] == n_seeds
+    previous = rows["seeds"]["out"]
+    for stage in STAGES:
+        assert rows[stage]["in"] == previous, stage
+        assert rows[stage]["out"] + rows[stage]["rejected"] == rows[stage]["in"]
+        previous = rows[stage]["out"]
+    assert rows["split:sft"]["in"] == previous
+    # one place per stage: the seed ids of outputs and rejects never overlap nor repeat
+    for stage in ("seeds",) + STAGES:
+        folder = run_dir / "stages" / stage
+        out = [r["seed_id"] for p in folder.glob("shard-*.parquet") for r in read_rows(p)]
+        rej = [r["seed_id"] for p in folder.glob("rejects-*.parquet") for r in read_rows(p)]
+        assert len(set(out)) == len(out) and not set(out) & set(rej), stage
+    return rows
+
+
+def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
+    out = tmp_path / "run"
+    done = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    rows = assert_accounted(out, 30)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["sft"]["rows"] == rows["split:sft"]["out"] > 0
+    assert {f["path"] for f in manifest["files"]} >= {"splits/sft.parquet", "stages/respond/shard-00000.parquet",
+                                                      "stages/qc/rejects-00000.parquet"}
+    assert (out / "reports" / "taxonomy_report.md").exists()
+    sft = read_rows(out / "splits" / "sft.parquet")
+    assert all(s["score"] == 10 for r in sft for s in r["scores"])
+    first = sft[0]
+    assert first["model"] == "simulated-trace" and json.loads(first["templates"]).keys() >= {"expand", "grade"}
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
+    assert all(c["dimension_zh"].endswith("约束") for c in first["constraints"])
+    paid = sim_requests(sim)
+    assert paid > 0
+
+    # rerun: every shard is finished, nothing is asked again
+    again = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert sim_requests(sim) == paid
+    assert read_rows(out / "splits" / "sft.parquet") == sft
+
+    # resume with lost shard files: the request cache answers, still nothing is paid
+    for stage in STAGES:
+        for p in (out / "stages" / stage).glob("*.parquet"):
+            p.unlink()
+    third = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
+    assert third.returncode == 0, third.stderr
+    assert sim_requests(sim) == paid
+    assert read_rows(out / "splits" / "sft.parquet") == sft
+
+
+def test_sigkill_mid_stage_then_resume_matches_uninterrupted(tmp_path):
+    in_flight = 8
+    with start_sim(latency_mean=0.05) as server:
+        clean = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", server.base_url, "--out",
+                        tmp_path / "clean", "--quiet", "--max-in-flight", in_flight)
+        assert clean.returncode == 0, clean.stderr
+        uninterrupted = sim_requests(server)
+        simulator.reset(server.base_url)
+
+        cmd = [sys.executable, "-m", "flows.cli", "run", "--seeds", str(DEMO_SEEDS), "--base-url", server.base_url,
+               "--out", str(tmp_path / "killed"), "--quiet", "--max-in-flight", str(in_flight)]
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while simulator.stats(server.base_url)["completed"] < uninterrupted // 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before_kill = sim_requests(server)
+        assert 0 < before_kill < uninterrupted
+
+        resumed = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", server.base_url, "--out",
+                          tmp_path / "killed", "--quiet", "--max-in-flight", in_flight)
+        assert resumed.returncode == 0, resumed.stderr
+        repeated = sim_requests(server) - uninterrupted
+        assert 0 <= repeated <= in_flight
+
+    clean_sft = read_rows(tmp_path / "clean" / "splits" / "sft.parquet")
+    resumed_sft = read_rows(tmp_path / "killed" / "splits" / "sft.parquet")
+    assert resumed_sft == clean_sft
+    assert len({r["row_id"] for r in resumed_sft}) == len(resumed_sft)
+    assert_accounted(tmp_path / "killed", 30)
+
+
+def test_faults_are_survived_and_every_seed_accounted(tmp_path):
+    config = tmp_path / "faults.yaml"
+    config.write_text("llm:\n  timeout_s: 1.5\n  backoff_s: 0.05\n  max_attempts: 8\n")
+    with start_sim(error_500_rate=0.20, error_429_rate=0.05, hang_rate=0.02, malformed_rate=0.05) as server:
+        done = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", server.base_url, "--out", tmp_path / "run",
+                       "--quiet", "--config", config)
+        stats = simulator.stats(server.base_url)
+    assert done.returncode == 0, done.stderr
+    assert stats["by_status"]["500"] > 0 and stats["by_status"]["429"] > 0
+    assert stats["hangs"] > 0 and stats["malformed"] > 0
+    rows = assert_accounted(tmp_path / "run", 30)
+    assert rows["split:sft"]["out"] > 0
+    for stage in STAGES:  # what was lost to faults is named, not silent
+        assert set(rows[stage]["reasons"]) <= {
+            "structuring_refused", "qc_incomplete", "qc_redundant", "unparseable_output", "schema_violation",
+            "server_error", "rate_limited", "timeout", "output_too_long", "structure_empty"}
+
+
+def test_api_key_never_reaches_output(sim, tmp_path):
+    secret = "sk-test-DO-NOT-LEAK-4242"
+    done = run_cli("run", "--seeds", DEMO_SEEDS, "--limit", 3, "--base-url", sim.base_url, "--out", tmp_path / "run",
+                   env={"OPENAI_API_KEY": secret})
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout + done.stderr
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
