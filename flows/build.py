@@ -1,7 +1,7 @@
 """One trace build from seeds to the SFT split, as plain async Python.
 
 The Prefect flow (flows/trace_build.py) and the CLI both call `build_trace`; the flow only
-wraps each (stage, shard) in a Prefect task through `wrap_runner`.
+tracks each (stage, shard) as a Prefect task through `track`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 
@@ -19,7 +18,7 @@ from flows.contracts import SCHEMA_VERSION, STAGES, SYSTEM_PROMPT, stage_schema
 from flows.llm.backends import llm_endpoints, resolve_api_key
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMClient
-from flows.pipeline import NoProgress, Progress, StageRunner, run_stage_shard, run_stages, shard_rows
+from flows.pipeline import NoProgress, Progress, Tracker, run_all, shard_rows, untracked
 from flows.prompts import default_library
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.seeds import load_seeds
@@ -66,7 +65,7 @@ def sft_split(final_rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
-                      wrap_runner: Callable[[StageRunner], StageRunner] | None = None) -> BuildResult:
+                      track: Tracker = untracked) -> BuildResult:
     started = time.time()
     store = ShardStore(cfg.out)
     taxonomy = load_taxonomy()
@@ -90,11 +89,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)
             ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline)
-
-            async def runner(stage, shard, rows):
-                return await run_stage_shard(stage, shard, rows, ctx, store, progress)
-
-            final_rows = await run_stages(shards, default_stages(), wrap_runner(runner) if wrap_runner else runner)
+            final_rows = await run_all(shards, default_stages(), ctx, store, progress, track)
         finally:
             await client.aclose()
             cache.close()

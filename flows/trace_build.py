@@ -15,19 +15,16 @@ from flows.report import format_funnel
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-async def stage_shard(runner, stage, shard: int, rows: list[dict]) -> list[dict]:
-    get_run_logger().info("stage %s, shard %05d: %d rows in", stage.name, shard, len(rows))
-    out = await runner(stage, shard, rows)
-    get_run_logger().info("stage %s, shard %05d: %d rows out", stage.name, shard, len(out))
-    return out
+async def stage_shard(stage: str, shard: int, wait) -> dict:
+    """Lasts while the shard is in the stage; its rows move on one by one, not in a batch."""
+    collector = await wait()
+    counts = {"in": len(collector.inputs), "out": len(collector.outputs), "rejected": len(collector.rejects)}
+    get_run_logger().info("stage %s, shard %05d: %s", stage, shard, counts)
+    return counts
 
 
-def as_prefect_tasks(runner):
-    async def run(stage, shard, rows):
-        named = stage_shard.with_options(task_run_name=f"{stage.name}-shard-{shard:05d}")
-        return await named(runner, stage, shard, rows)
-
-    return run
+async def as_prefect_task(stage: str, shard: int, wait):
+    await stage_shard.with_options(task_run_name=f"{stage}-shard-{shard:05d}")(stage, shard, wait)
 
 
 @flow(name="trace-build", log_prints=True)
@@ -46,7 +43,7 @@ async def trace_build(
         "seeds": seeds, "limit": limit, "out": out, "llm.base_urls": base_urls,
         "llm.backend": None if base_urls else backend, "llm.backend_model": backend_model,
     })
-    result = await build_trace(cfg, wrap_runner=as_prefect_tasks)
+    result = await build_trace(cfg, track=as_prefect_task)
     funnel = result.manifest["funnel"]
     print(format_funnel(funnel))
     await create_table_artifact(

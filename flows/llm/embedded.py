@@ -42,13 +42,15 @@ INSTALL_SCRIPT = "scripts/install-embedded.sh"
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 
 # Structured output with llama-cpp-python 0.3.36's server, observed against the real server
-# (tests/test_embedded.py::test_embedded_smoke sends it):
-#   {"type": "json_object", "schema": {...}}  -> accepted; the schema is compiled to a grammar
-#       and enforced (answers parse and match it).
-#   {"type": "json_schema", "json_schema": {"name": ..., "schema": ...}}  -> HTTP 422, the
-#       request model only allows type "text" | "json_object":
-#       "Input should be 'text' or 'json_object'" at body.response_format.type
-# So clients must send the json_object+schema form to this backend (vLLM takes json_schema).
+# (smollm2-135m and qwen2.5-coder-0.5b; tests/test_embedded.py::test_embedded_smoke checks it):
+#   {"type": "json_object", "schema": {...}}  -> 200; the schema is compiled to a grammar and
+#       enforced (even minItems/maxItems: SmolLM2 gave exactly 2 constraints). Without "schema"
+#       it is plain JSON mode (any JSON object).
+#   {"type": "json_schema", "json_schema": {"name": ..., "schema": ...}} (with or without
+#       "strict") -> HTTP **500** {"error": {"type": "internal_server_error", "message": "1
+#       validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'),
+#       'msg': "Input should be 'text' or 'json_object'", ...}"}}. It is a 500, not a 422, so a
+#       client that retries 5xx must not send this form here: it fails the same way every time.
 RESPONSE_FORMAT_DIALECT = "json_object_schema"
 
 
@@ -399,10 +401,10 @@ def start(
 
     logs = Path(state_dir()) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"embedded-{model}-{port}.log"
+    log_path = logs / f"embedded-{model}.log"  # the last start of this model
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = server_command(gguf, model, host, port, n_ctx, threads)
-    with open(log_path, "ab") as log:
+    with open(log_path, "wb") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -104,8 +105,8 @@ def start(
 
     logs = Path(state_dir()) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"vllm-{port}.log"
-    with open(log_path, "ab") as log:
+    log_path = logs / f"vllm-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}.log"  # the last start of this model
+    with open(log_path, "wb") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

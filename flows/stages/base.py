@@ -21,6 +21,11 @@ from flows.taxonomy import Taxonomy
 log = logging.getLogger("trace_build.stages")
 
 
+# Where each call sits in a row's chain: earlier calls have more work behind them and go first.
+CALL_ORDER = {"tag_taxonomy": 0, "expand": 1, "structure": 2, "check_completeness": 3,
+              "check_redundancy": 3, "respond": 4, "grade": 5}
+
+
 class Reject(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(detail or reason)
@@ -67,6 +72,7 @@ class Stage:
             temperature=getattr(sampling, f"{kind}_temperature"),
             max_tokens=getattr(sampling, f"{kind}_max_tokens"),
             seed=ctx.request_seed(row["row_id"], template),
+            priority=CALL_ORDER.get(template, 0),
         )
         result = await ctx.client.chat(call)
         trace.templates[template] = prompt.version

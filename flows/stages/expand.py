@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 from flows.stages.base import RowTrace, Stage, StageContext
 from flows.taxonomy import train_count_distribution
+
+paper_count_distribution = lru_cache(maxsize=1)(train_count_distribution)
 
 INSTRUCTION_SCHEMA = {
     "type": "object",
@@ -38,7 +41,7 @@ class ExpandStage(Stage):
     name = "expand"
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
-        distribution = ctx.config.constraint_counts or train_count_distribution()
+        distribution = ctx.config.constraint_counts or paper_count_distribution()
         rng = ctx.rng("expand", row["seed_id"])
         n = draw_count(rng, distribution, ctx.config.max_constraints)
         shares = {d.id: d.eval_share for d in ctx.taxonomy.dimensions}
