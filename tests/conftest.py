@@ -9,7 +9,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import pyarrow.parquet as pq
 import pytest
 
+from flows.contracts import STAGES
 from flows.llm import simulator
+from flows.report import funnel
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SEEDS = REPO / "data" / "seeds" / "demo.jsonl"
@@ -33,3 +35,26 @@ def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
 
 def read_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
+
+
+def sim_requests(server) -> int:
+    return simulator.stats(server.base_url)["requests"]
+
+
+def assert_accounted(run_dir, n_seeds):
+    """Every row that enters a stage leaves it as output or as a reject; nothing else."""
+    rows = {r["stage"]: r for r in funnel(run_dir)}
+    assert rows["seeds"]["in"] == n_seeds
+    previous = rows["seeds"]["out"]
+    for stage in STAGES:
+        assert rows[stage]["in"] == previous, stage
+        assert rows[stage]["out"] + rows[stage]["rejected"] == rows[stage]["in"]
+        previous = rows[stage]["out"]
+    assert rows["split:sft"]["in"] == previous
+    # one place per stage: the seed ids of outputs and rejects never overlap nor repeat
+    for stage in ("seeds",) + STAGES:
+        folder = run_dir / "stages" / stage
+        out = [r["seed_id"] for p in folder.glob("shard-*.parquet") for r in read_rows(p)]
+        rej = [r["seed_id"] for p in folder.glob("rejects-*.parquet") for r in read_rows(p)]
+        assert len(set(out)) == len(out) and not set(out) & set(rej), stage
+    return rows

@@ -8,33 +8,9 @@ import time
 
 import pytest
 
-from conftest import DEMO_SEEDS, REPO, read_rows, run_cli, start_sim
+from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.contracts import STAGES
 from flows.llm import simulator
-from flows.report import funnel
-
-
-def sim_requests(server) -> int:
-    return simulator.stats(server.base_url)["requests"]
-
-
-def assert_accounted(run_dir, n_seeds):
-    """Every row that enters a stage leaves it as output or as a reject; nothing else."""
-    rows = {r["stage"]: r for r in funnel(run_dir)}
-    assert rows["seeds"]["in"] == n_seeds
-    previous = rows["seeds"]["out"]
-    for stage in STAGES:
-        assert rows[stage]["in"] == previous, stage
-        assert rows[stage]["out"] + rows[stage]["rejected"] == rows[stage]["in"]
-        previous = rows[stage]["out"]
-    assert rows["split:sft"]["in"] == previous
-    # one place per stage: the seed ids of outputs and rejects never overlap nor repeat
-    for stage in ("seeds",) + STAGES:
-        folder = run_dir / "stages" / stage
-        out = [r["seed_id"] for p in folder.glob("shard-*.parquet") for r in read_rows(p)]
-        rej = [r["seed_id"] for p in folder.glob("rejects-*.parquet") for r in read_rows(p)]
-        assert len(set(out)) == len(out) and not set(out) & set(rej), stage
-    return rows
 
 
 def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
