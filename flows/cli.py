@@ -150,9 +150,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl+C, so launched servers are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except USER_ERRORS as exc:

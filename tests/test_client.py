@@ -41,6 +41,10 @@ def test_transient_classification():
     assert is_transient(openai.RateLimitError("e", response=httpx.Response(429, request=req), body=None))
     assert is_transient(openai.InternalServerError("e", response=httpx.Response(503, request=req), body=None))
     assert not is_transient(status(400)) and not is_transient(status(404))
+    # llama-cpp-python rejects an unknown response_format with a 500 "validation error"
+    wrong_dialect = openai.InternalServerError("1 validation error: Input should be 'text' or 'json_object'",
+                                               response=httpx.Response(500, request=req), body=None)
+    assert not is_transient(wrong_dialect)
 
 
 def test_prompts_are_sandboxed_and_versioned(tmp_path):

@@ -129,7 +129,15 @@ class StageUsage:
         }
 
 
+def rejected_request(exc: BaseException) -> bool:
+    """llama-cpp-python answers a request it cannot parse (e.g. the wrong response_format
+    dialect) with HTTP 500 and a validation error: retrying can never help."""
+    return isinstance(exc, openai.APIStatusError) and "validation error" in str(exc).lower()
+
+
 def is_transient(exc: BaseException) -> bool:
+    if rejected_request(exc):
+        return False
     if isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
         return True  # APITimeoutError is an APIConnectionError
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
@@ -308,6 +316,8 @@ class LLMClient:
             raise self._fail(usage, "rate_limited", exc)
         except openai.APIStatusError as exc:
             text = str(exc).lower()
+            if rejected_request(exc):
+                raise self._fail(usage, "bad_request", exc)
             if exc.status_code >= 500:
                 raise self._fail(usage, "server_error", exc)
             if "context" in text and ("length" in text or "window" in text or "token" in text):

@@ -32,6 +32,7 @@ from typing import Sequence
 from flows.llm.running import (
     BackendError,
     RunningServer,
+    die_with_parent,
     free_port,
     state_dir,
     stop_process,
@@ -408,7 +409,8 @@ def start(
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=die_with_parent,
         )
     base_url = f"http://{host}:{port}/v1"
     try:

@@ -82,6 +82,17 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
         pass
 
 
+def die_with_parent() -> None:
+    """Popen preexec_fn: the kernel sends SIGTERM to the server when its launcher dies, even by
+    SIGKILL, so a model server never outlives the run that started it (Linux; elsewhere no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     import socket
 

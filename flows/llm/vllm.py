@@ -20,6 +20,7 @@ from typing import Sequence
 from flows.llm.running import (
     BackendError,
     RunningServer,
+    die_with_parent,
     free_port,
     state_dir,
     stop_process,
@@ -109,7 +110,8 @@ def start(
     with open(log_path, "wb") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent)
     base_url = f"http://{host}:{port}/v1"
     try:
         served = wait_until_ready(
