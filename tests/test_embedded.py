@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from flows.llm import embedded, vllm
+from flows.llm.backends import DIALECTS
+from flows.llm.client import response_format
 from flows.llm.running import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,12 +273,12 @@ def test_default_threads(monkeypatch):
 
 
 def test_response_format():
-    assert embedded.RESPONSE_FORMAT_DIALECT == "json_object_schema"
-    assert embedded.response_format({"type": "object"}) == {"type": "json_object",
-                                                              "schema": {"type": "object"}}
-    assert vllm.RESPONSE_FORMAT_DIALECT == "json_schema"
-    assert vllm.response_format({"type": "object"}, "x") == {
-        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    assert DIALECTS["embedded"] == embedded.RESPONSE_FORMAT_DIALECT == "json_object_schema"
+    assert response_format(DIALECTS["embedded"], {"type": "object"}) == {"type": "json_object",
+                                                                         "schema": {"type": "object"}}
+    assert DIALECTS["vllm"] == vllm.RESPONSE_FORMAT_DIALECT == "json_schema"
+    assert response_format(DIALECTS["vllm"], {"type": "object"}) == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}}
 
 
 # -- vllm -----------------------------------------------------------------------------------------
@@ -331,7 +333,7 @@ def test_embedded_smoke():
             model=server.model,
             temperature=0,
             max_tokens=200,
-            response_format=embedded.response_format(SCHEMA),
+            response_format=response_format(embedded.RESPONSE_FORMAT_DIALECT, SCHEMA),
             messages=[
                 {"role": "system", "content": "You are a helpful assistant. Reply with JSON only."},
                 {"role": "user", "content": 'Rewrite this instruction adding two constraints: '

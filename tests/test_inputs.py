@@ -2,7 +2,6 @@
 import json
 import sqlite3
 
-import pytest
 
 from conftest import read_rows, run_cli
 

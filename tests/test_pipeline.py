@@ -1,12 +1,10 @@
 """A trace build against the simulated server: outputs, accounting, resume, faults."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.contracts import STAGES

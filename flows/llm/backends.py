@@ -11,9 +11,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from flows.config import ConfigError, LLMConfig
+from flows.llm import embedded, vllm
 from flows.llm.running import RunningServer
 
-DIALECTS = {"simulated": "json_schema", "embedded": "json_object_schema", "vllm": "json_schema"}
+# How each backend takes a JSON schema (see the notes beside each constant).
+DIALECTS = {"simulated": "json_schema", "embedded": embedded.RESPONSE_FORMAT_DIALECT,
+            "vllm": vllm.RESPONSE_FORMAT_DIALECT}
 DEFAULT_MODELS = {"embedded": "qwen2.5-coder-1.5b", "vllm": "Qwen/Qwen2-72B-Instruct"}
 VLLM_TENSOR_PARALLEL = 4  # Qwen2-72B-Instruct in bf16 needs 4 x 80 GB
 
@@ -28,12 +31,8 @@ def start_backend(name: str, model: str | None = None, host: str = "127.0.0.1", 
             config.model = model
         return simulator.start(config, host=host, port=port)
     if name == "embedded":
-        from flows.llm import embedded
-
         return embedded.start(model or DEFAULT_MODELS["embedded"], host=host, port=port, **options)
     if name == "vllm":
-        from flows.llm import vllm
-
         return vllm.start(model or DEFAULT_MODELS["vllm"], host=host, port=port or 8000,
                           tensor_parallel_size=options.pop("tensor_parallel_size", VLLM_TENSOR_PARALLEL), **options)
     raise ConfigError(f"unknown backend {name!r} (simulated, embedded or vllm)")

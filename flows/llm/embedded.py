@@ -21,8 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -32,11 +30,10 @@ from typing import Sequence
 from flows.llm.running import (
     BackendError,
     RunningServer,
-    die_with_parent,
     free_port,
+    port_in_use,
+    spawn_server,
     state_dir,
-    stop_process,
-    wait_until_ready,
 )
 
 INSTALL_SCRIPT = "scripts/install-embedded.sh"
@@ -52,15 +49,8 @@ DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 #       validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'),
 #       'msg': "Input should be 'text' or 'json_object'", ...}"}}. It is a 500, not a 422, so a
 #       client that retries 5xx must not send this form here: it fails the same way every time.
+# flows.llm.client.response_format builds either form; backends.DIALECTS picks this one.
 RESPONSE_FORMAT_DIALECT = "json_object_schema"
-
-
-def response_format(schema: dict | None = None) -> dict:
-    """The `response_format` this backend accepts: JSON mode, constrained by `schema` if given."""
-    fmt: dict = {"type": "json_object"}
-    if schema is not None:
-        fmt["schema"] = schema
-    return fmt
 
 
 @dataclass(frozen=True)
@@ -352,15 +342,6 @@ def default_threads() -> int:
     return min(8, max(1, (os.cpu_count() or 2) // 2))
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def server_command(
     gguf: Path | str, alias: str, host: str, port: int, n_ctx: int, n_threads: int
 ) -> list[str]:
@@ -396,38 +377,16 @@ def start(
     threads = n_threads if n_threads is not None else default_threads()
     if port == 0:
         port = free_port(host)
-    elif _port_in_use(host, port):
+    elif port_in_use(host, port):
         raise BackendError(f"port {port} on {host} is already in use")
     n_ctx = min(n_ctx, spec.n_ctx)
 
-    logs = Path(state_dir()) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"embedded-{model}.log"  # the last start of this model
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = server_command(gguf, model, host, port, n_ctx, threads)
-    with open(log_path, "wb") as log:
-        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=die_with_parent,
-        )
-    base_url = f"http://{host}:{port}/v1"
-    try:
-        served = wait_until_ready(
-            base_url,
-            ready_timeout,
-            is_alive=lambda: proc.poll() is None,
-            what=f"embedded llama.cpp server ({model})",
-        )
-        if model not in served:
-            raise BackendError(f"{base_url} serves {served}, not {model}")
-    except BaseException as exc:
-        stop_process(proc)
-        if isinstance(exc, BackendError):
-            raise BackendError(f"{exc}; log: {log_path}") from None
-        raise
-    return RunningServer(base_url=base_url, model=model, process=proc)
+    return spawn_server(
+        server_command(gguf, model, host, port, n_ctx, threads), host=host, port=port, model=model,
+        what=f"embedded llama.cpp server ({model})", log_name=f"embedded-{model}",
+        ready_timeout=ready_timeout, env=env,
+    )
 
 
 # -- CLI ----------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 
@@ -91,6 +93,42 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def spawn_server(cmd: list[str], *, host: str, port: int, model: str, what: str, log_name: str,
+                 ready_timeout: float, env: dict | None = None, grace: float = 10.0) -> RunningServer:
+    """Start a model server process, log it under state_dir()/logs, and return once /v1/models
+    lists `model`; on any failure the process is stopped and the error names the log."""
+    logs = Path(state_dir()) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', log_name)}.log"  # the last start only
+    with open(log_path, "wb") as log:
+        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, preexec_fn=die_with_parent)
+    base_url = f"http://{host}:{port}/v1"
+    try:
+        served = wait_until_ready(base_url, ready_timeout, is_alive=lambda: proc.poll() is None, what=what)
+        if model not in served:
+            raise BackendError(f"{base_url} serves {served}, not {model}")
+    except BaseException as exc:
+        stop_process(proc, grace)
+        if isinstance(exc, BackendError):
+            raise BackendError(f"{exc}; log: {log_path}") from None
+        raise
+    return RunningServer(base_url=base_url, model=model, process=proc)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 from flows.llm.running import (
     BackendError,
     RunningServer,
-    die_with_parent,
     free_port,
-    state_dir,
-    stop_process,
-    wait_until_ready,
+    port_in_use,
+    spawn_server,
 )
 
 # vLLM's OpenAI server takes the OpenAI form:
@@ -32,10 +26,6 @@ from flows.llm.running import (
 RESPONSE_FORMAT_DIALECT = "json_schema"
 
 NOT_INSTALLED = "vllm is not installed: pip install -e '.[vllm]' on a GPU host"
-
-
-def response_format(schema: dict, name: str = "answer") -> dict:
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
 
 
 def command(
@@ -74,15 +64,6 @@ def _launcher() -> list[str] | None:
     return None
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def start(
     model: str,
     tensor_parallel_size: int = 1,
@@ -100,29 +81,9 @@ def start(
         raise BackendError(NOT_INSTALLED)
     if port == 0:
         port = free_port(host)
-    elif _port_in_use(host, port):
+    elif port_in_use(host, port):
         raise BackendError(f"port {port} on {host} is already in use")
     cmd = launcher + command(model, tensor_parallel_size, host, port, extra)[1:]
 
-    logs = Path(state_dir()) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"vllm-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}.log"  # the last start of this model
-    with open(log_path, "wb") as log:
-        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=die_with_parent)
-    base_url = f"http://{host}:{port}/v1"
-    try:
-        served = wait_until_ready(
-            base_url, ready_timeout, is_alive=lambda: proc.poll() is None,
-            what=f"vllm ({model})",
-        )
-        if model not in served:
-            raise BackendError(f"{base_url} serves {served}, not {model}")
-    except BaseException as exc:
-        stop_process(proc, grace=30)
-        if isinstance(exc, BackendError):
-            raise BackendError(f"{exc}; log: {log_path}") from None
-        raise
-    return RunningServer(base_url=base_url, model=model, process=proc)
+    return spawn_server(cmd, host=host, port=port, model=model, what=f"vllm ({model})",
+                        log_name=f"vllm-{model}", ready_timeout=ready_timeout, grace=30)
