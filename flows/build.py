@@ -19,7 +19,7 @@ from flows.llm.backends import llm_endpoints, resolve_api_key
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMClient
 from flows.pipeline import NoProgress, Progress, Tracker, run_all, shard_rows, untracked
-from flows.prompts import default_library
+from flows.prompts import PromptLibrary, default_library
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.seeds import load_seeds
 from flows.stages import default_stages
@@ -69,12 +69,13 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     started = time.time()
     store = ShardStore(cfg.out)
     taxonomy = load_taxonomy()
-    prompts = default_library()
+    prompts = PromptLibrary(cfg.prompts_dir) if cfg.prompts_dir else default_library()
     batch = load_seeds(cfg.seeds, cfg.text_field, cfg.limit, cfg.pipeline.max_seed_chars)
     shards = shard_rows(batch.rows, cfg.pipeline.shard_size) or [[]]
     remove_stale_shards(store, len(shards))
     for i, rows in enumerate(shards):
         store.write_shard("seeds", i, stage_schema("seeds"), rows, batch.rejects if i == 0 else [], input_hash(rows))
+    progress.start(len(batch.rows))
     log.info("%d seeds in %d shards (%d rejected on input)", len(batch.rows), len(shards), len(batch.rejects))
 
     cache = RequestCache(cfg.llm.cache_path or store.run_dir / "llm-cache.sqlite")

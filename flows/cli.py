@@ -23,18 +23,20 @@ USER_ERRORS = (ConfigError, InputError, BackendError, PromptError, TaxonomyError
 
 
 class TqdmProgress:
-    """One progress bar per stage; safe to call from the event loop thread."""
+    """One progress bar per stage, made when the build knows how many seeds it has."""
 
-    def __init__(self, stages: list[str], total: int, enabled: bool):
+    def __init__(self, stages: list[str], enabled: bool):
+        self.stages, self.enabled = stages, enabled
+        self._bars: dict = {}
+
+    def start(self, total: int) -> None:
         from tqdm import tqdm
 
-        self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not enabled,
-                              unit="row", dynamic_ncols=True) for i, s in enumerate(stages)}
-        self._lock = threading.Lock()
+        self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not self.enabled,
+                              unit="row", dynamic_ncols=True) for i, s in enumerate(self.stages)}
 
     def advance(self, stage: str, n: int = 1) -> None:
-        with self._lock:
-            self._bars[stage].update(n)
+        self._bars[stage].update(n)
 
     def close(self) -> None:
         for bar in self._bars.values():
@@ -46,7 +48,6 @@ def cmd_run(args) -> int:
     from flows.contracts import STAGES
     from flows.llm.client import LLMFailure
     from flows.report import format_funnel
-    from flows.seeds import load_seeds
 
     overrides = {
         "seeds": args.seeds, "limit": args.limit, "out": args.out,
@@ -56,8 +57,7 @@ def cmd_run(args) -> int:
     if args.base_url:
         overrides["llm.backend"] = None
     cfg = load_config(args.config, overrides)
-    total = len(load_seeds(cfg.seeds, cfg.text_field, cfg.limit, cfg.pipeline.max_seed_chars).rows)
-    progress = TqdmProgress(list(STAGES), total, enabled=not args.quiet)
+    progress = TqdmProgress(list(STAGES), enabled=not args.quiet)
     try:
         result = asyncio.run(build_trace(cfg, progress))
     except LLMFailure as exc:

@@ -76,6 +76,7 @@ class RunConfig(_Strict):
     text_field: str = "text"
     limit: int | None = Field(None, ge=1)
     out: str = "runs/latest"
+    prompts_dir: str | None = Field(None, description="prompt templates to use instead of the shipped prompts/")
     llm: LLMConfig = Field(default_factory=LLMConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 

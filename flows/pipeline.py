@@ -18,10 +18,15 @@ from flows.store import ShardStore, input_hash
 
 
 class Progress(Protocol):
+    def start(self, total: int) -> None: ...  # rows entering the first stage
+
     def advance(self, stage: str, n: int = 1) -> None: ...
 
 
 class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
     def advance(self, stage: str, n: int = 1) -> None:
         pass
 
@@ -37,13 +42,15 @@ async def untracked(stage: str, shard: int, wait):
 class StageShard:
     """One stage's results for one shard; written to the store when all inputs are back."""
 
-    def __init__(self, stage: Stage, shard: int, store: ShardStore, on_done: Callable[[list[dict]], None]):
-        self.stage, self.shard, self.store = stage, shard, store
+    def __init__(self, stage: Stage, shard: int, store: ShardStore, fingerprint: str,
+                 on_done: Callable[[list[dict]], None]):
+        self.stage, self.shard, self.store, self.fingerprint = stage, shard, store, fingerprint
         self.on_done = on_done
         self.inputs: dict[int, dict] = {}
         self.outputs: dict[int, dict] = {}
         self.rejects: dict[int, dict] = {}
         self.expected: int | None = None
+        self.rows_out: list[dict] = []
         self.finished = asyncio.Event()
 
     def expect(self, n: int) -> None:
@@ -65,7 +72,7 @@ class StageShard:
         out = [self.outputs[p] for p in order if p in self.outputs]
         self.store.write_shard(self.stage.name, self.shard, stage_schema(self.stage.name), out,
                                [self.rejects[p] for p in order if p in self.rejects],
-                               input_hash([self.inputs[p] for p in order]))
+                               input_hash([self.inputs[p] for p in order], self.fingerprint))
         self.rows_out = out
         self.finished.set()
         self.on_done(out)
@@ -81,7 +88,7 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
     position = {row["seed_id"]: i for i, row in enumerate(rows)}
     first = 0
     while first < len(stages):  # resume: finished stages of this shard are read, not recomputed
-        done = store.load_shard(stages[first].name, shard, input_hash(rows))
+        done = store.load_shard(stages[first].name, shard, input_hash(rows, ctx.fingerprint(stages[first])))
         if done is None:
             break
         progress.advance(stages[first].name, len(rows))
@@ -95,7 +102,7 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         def on_done(out, j=j):
             if j + 1 < len(collectors):
                 collectors[j + 1].expect(len(out))
-        collectors.append(StageShard(stage, shard, store, on_done))
+        collectors.append(StageShard(stage, shard, store, ctx.fingerprint(stage), on_done))
 
     async def walk(row: dict) -> None:
         pos = position[row["seed_id"]]

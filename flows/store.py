@@ -25,8 +25,10 @@ from flows.contracts import REJECTS, SCHEMA_VERSION, content_id
 META_KEY = b"trace_build"
 
 
-def input_hash(rows: list[dict]) -> str:
-    return content_id(*[r["row_id"] for r in rows])
+def input_hash(rows: list[dict], fingerprint: str = "") -> str:
+    """What a shard was computed from: its input rows and the fingerprint of the stage
+    (templates, config, model) that computed it."""
+    return content_id(fingerprint, *[r["row_id"] for r in rows])
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:

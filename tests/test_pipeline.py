@@ -1,5 +1,6 @@
 """A trace build against the simulated server: outputs, accounting, resume, faults."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.contracts import STAGES
 from flows.llm import simulator
+from flows.prompts import PromptLibrary
 
 
 def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
@@ -107,3 +109,38 @@ def test_api_key_never_reaches_output(sim, tmp_path):
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+
+def stage_seed_ids(run_dir, stage, kind="shard") -> set[str]:
+    return {r["seed_id"] for p in (run_dir / "stages" / stage).glob(f"{kind}-*.parquet") for r in read_rows(p)}
+
+
+def test_changed_template_reruns_only_the_calls_it_feeds(sim, tmp_path):
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"prompts_dir: {prompts}\n")
+    out = tmp_path / "run"
+    args = ("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet", "--config", config)
+    assert run_cli(*args).returncode == 0
+    paid = sim_requests(sim)
+    upstream = {p: p.stat().st_mtime_ns for s in ("taxonomy", "expand", "structure")
+                for p in (out / "stages" / s).glob("*.parquet")}
+    entered_qc = len(stage_seed_ids(out, "structure"))
+    passed_before = stage_seed_ids(out, "qc")
+
+    template = prompts / "check_completeness.j2"
+    template.write_text(template.read_text().replace("strict quality checker", "very strict quality checker"))
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+
+    # Stages before qc are read back, not rewritten. qc asks the changed question once per row
+    # (its redundancy call is a cache hit), and only rows that newly pass qc are answered and
+    # graded (2 calls each); rows that passed before get their answers from the cache.
+    assert {p: p.stat().st_mtime_ns for p in upstream} == upstream
+    passed_now = stage_seed_ids(out, "qc")
+    assert sim_requests(sim) - paid == entered_qc + 2 * len(passed_now - passed_before)
+    new_version = PromptLibrary(prompts).version("check_completeness")
+    qc_rows = [r for p in (out / "stages" / "qc").glob("shard-*.parquet") for r in read_rows(p)]
+    assert qc_rows and all(json.loads(r["templates"])["check_completeness"] == new_version for r in qc_rows)

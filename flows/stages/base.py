@@ -47,6 +47,13 @@ class StageContext:
     def request_seed(self, *purpose) -> int:
         return int(content_id(self.config.seed, "request", *purpose), 16) % (2**31)
 
+    def fingerprint(self, stage: "Stage") -> str:
+        """Everything besides its input rows that a stage's output depends on: a finished shard
+        is reused only while this is unchanged (a new template reruns the stages it feeds)."""
+        templates = {name: self.prompts.version(name) for name in stage.templates}
+        return content_id(stage.name, templates, self.config.model_dump(mode="json"),
+                          self.taxonomy.content_hash, self.client.model)
+
 
 @dataclass
 class RowTrace:
@@ -59,6 +66,7 @@ class RowTrace:
 
 class Stage:
     name: str = ""
+    templates: tuple[str, ...] = ()  # the prompt templates its calls use
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         raise NotImplementedError
@@ -71,7 +79,7 @@ class Stage:
             stage=self.name, prompt=prompt, schema=schema,
             temperature=getattr(sampling, f"{kind}_temperature"),
             max_tokens=getattr(sampling, f"{kind}_max_tokens"),
-            seed=ctx.request_seed(row["row_id"], template),
+            seed=ctx.request_seed(row["seed_id"], template),
             priority=CALL_ORDER.get(template, 0),
         )
         result = await ctx.client.chat(call)

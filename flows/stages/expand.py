@@ -39,6 +39,7 @@ def draw_dimensions(rng: random.Random, fit: list[str], weights: dict[str, float
 
 class ExpandStage(Stage):
     name = "expand"
+    templates = ("expand",)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         distribution = ctx.config.constraint_counts or paper_count_distribution()

@@ -17,6 +17,7 @@ def verdict_schema(key: str) -> dict:
 
 class QualityStage(Stage):
     name = "qc"
+    templates = ("check_completeness", "check_redundancy")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         parts = {"description": row["description"], "constraints": row["constraints"], "input": row["input"]}

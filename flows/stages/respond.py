@@ -31,6 +31,7 @@ def instruction_text(row: dict) -> str:
 
 class RespondStage(Stage):
     name = "respond"
+    templates = ("respond", "grade")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         prompt = instruction_text(row)

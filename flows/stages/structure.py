@@ -39,6 +39,7 @@ def normalise_input(text: str) -> str:
 
 class StructureStage(Stage):
     name = "structure"
+    templates = ("structure",)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         schema = structure_schema(list(ctx.taxonomy.ids), ctx.config.max_constraints)

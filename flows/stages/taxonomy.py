@@ -28,6 +28,7 @@ def tag_schema(dimension_ids: list[str]) -> dict:
 
 class TaxonomyStage(Stage):
     name = "taxonomy"
+    templates = ("tag_taxonomy",)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         result = await self.ask(
