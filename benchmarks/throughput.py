@@ -2,7 +2,11 @@
 
 Runs the real stage machinery (flows.build.build_trace: shards, five stages, store, cache) on a
 few hundred seeds against the simulated server with capacity C and mean latency L. The ideal is
-C / L requests per second (for a long-tailed latency: total requests x L / C seconds).
+C / L requests per second; in general, and so for a long-tailed latency, the ideal makespan is
+the latency the server actually spent (its `service_seconds`) divided by C: what a perfect
+client, never leaving a slot empty, would take for the same draws. The fraction compares it
+with the server's busy window (first request to last answer); `wall_seconds` adds the
+pipeline's own start and finish (reading seeds, writing splits and the manifest).
 
     python benchmarks/throughput.py --seeds 300 --capacity 64 --latency 0.5
 """
@@ -15,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from flows import aio
 from flows.build import build_trace
 from flows.config import load_config
 from flows.llm import simulator
@@ -39,13 +44,18 @@ def measure(latency: str, n_seeds: int, capacity: int, mean: float, shard_size: 
                                  "llm.base_urls": [server.base_url], "llm.max_in_flight": capacity,
                                  "pipeline.shard_size": shard_size})
         started = time.perf_counter()
-        asyncio.run(build_trace(cfg))
-        elapsed = time.perf_counter() - started
-        requests = simulator.stats(server.base_url)["requests"]
-    ideal = requests * mean / capacity
-    return {"latency": latency, "seeds": n_seeds, "requests": requests, "seconds": round(elapsed, 2),
-            "requests_per_s": round(requests / elapsed, 1), "ideal_per_s": round(capacity / mean, 1),
-            "fraction_of_ideal": round(ideal / elapsed, 3)}
+        aio.run(build_trace(cfg))
+        wall = time.perf_counter() - started
+        stats = simulator.stats(server.base_url)
+    return report(latency, stats, capacity, wall, seeds=n_seeds)
+
+
+def report(latency: str, stats: dict, capacity: int, wall: float, **extra) -> dict:
+    busy = stats["last_answer_at"] - stats["first_request_at"]
+    ideal = stats["service_seconds"] / capacity
+    return {"latency": latency, **extra, "requests": stats["requests"], "wall_seconds": round(wall, 2),
+            "busy_seconds": round(busy, 2), "ideal_seconds": round(ideal, 2),
+            "requests_per_s": round(stats["requests"] / busy, 1), "fraction_of_ideal": round(ideal / busy, 3)}
 
 
 def measure_bare_client(latency: str, requests: int, capacity: int, mean: float) -> dict:
@@ -64,10 +74,10 @@ def measure_bare_client(latency: str, requests: int, capacity: int, mean: float)
                 await client.aclose()
 
         started = time.perf_counter()
-        asyncio.run(go())
-        elapsed = time.perf_counter() - started
-    return {"latency": latency, "bare_client": True, "requests": requests, "seconds": round(elapsed, 2),
-            "fraction_of_ideal": round(requests * mean / capacity / elapsed, 3)}
+        aio.run(go())
+        wall = time.perf_counter() - started
+        stats = simulator.stats(server.base_url)
+    return report(latency, stats, capacity, wall, bare_client=True)
 
 
 def main() -> None:

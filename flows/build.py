@@ -24,7 +24,7 @@ from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.seeds import load_seeds
 from flows.stages import default_stages
 from flows.stages.base import StageContext
-from flows.store import ShardStore, input_hash, write_json_atomic
+from flows.store import ShardStore, input_hash, write_json_atomic, write_text_atomic
 from flows.taxonomy import load_taxonomy
 
 log = logging.getLogger("trace_build")
@@ -100,7 +100,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     store.write_split("sft-rejects", SFT_REJECTS, sft_rejects, {})
     report = taxonomy_report(store.read_stage("taxonomy"), taxonomy)
     write_json_atomic(store.run_dir / "reports" / "taxonomy_report.json", report)
-    (store.run_dir / "reports" / "taxonomy_report.md").write_text(taxonomy_report_markdown(report), encoding="utf-8")
+    write_text_atomic(store.run_dir / "reports" / "taxonomy_report.md", taxonomy_report_markdown(report))
 
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -109,7 +109,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
         "model": model,
         "dialect": dialect,
         "templates": {name: prompts.version(name) for name in sorted(p.stem for p in prompts.directory.glob("*.j2"))},
-        "taxonomy_version": f"{taxonomy.version}@{taxonomy.content_hash}",
+        "taxonomy_version": taxonomy.version_id,
         "config": json.loads(cfg.model_dump_json()),
         "funnel": funnel(store.run_dir),
         "usage": {stage: u.as_dict() for stage, u in client.usage.items()},

@@ -6,13 +6,13 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from flows import aio
 from flows.config import ConfigError, load_config
 from flows.llm.running import BackendError
 from flows.prompts import PromptError
@@ -59,7 +59,7 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, overrides)
     progress = TqdmProgress(list(STAGES), enabled=not args.quiet)
     try:
-        result = asyncio.run(build_trace(cfg, progress))
+        result = aio.run(build_trace(cfg, progress))
     except LLMFailure as exc:
         raise BackendError(f"LLM server: {exc}") from None
     finally:

@@ -60,7 +60,7 @@ def taxonomy_report(tagged: list[dict], taxonomy) -> dict:
                 entry["example_seeds"].append(row["text"][:200])
     return {
         "seeds": len(tagged),
-        "taxonomy_version": f"{taxonomy.version}@{taxonomy.content_hash}",
+        "taxonomy_version": taxonomy.version_id,
         "dimensions": [{"id": d.id, "name": d.name, "zh": d.zh, "seeds": per_dimension.get(d.id, 0)}
                        for d in taxonomy.dimensions],
         "candidate_new_types": [{"name": k, **v} for k, v in sorted(candidates.items(), key=lambda kv: -kv[1]["count"])],

@@ -73,6 +73,11 @@ class Taxonomy:
     path: Path | None = None
 
     @property
+    def version_id(self) -> str:
+        """What rows record: the declared version and the hash of the exact file."""
+        return f"{self.version}@{self.content_hash}"
+
+    @property
     def ids(self) -> tuple[str, ...]:
         """Dimension ids in file order."""
         return tuple(d.id for d in self.dimensions)

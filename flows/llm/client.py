@@ -16,9 +16,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import httpx
 import jsonschema
 import openai
+
+try:  # the HTTP library the openai SDK is built on: httpx2 from openai 3, httpx before
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from flows.llm.cache import RequestCache, request_key
@@ -211,7 +215,14 @@ class LLMClient:
             _Endpoint(
                 base_url=url,
                 client=openai.AsyncOpenAI(
-                    base_url=url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0
+                    base_url=url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0,
+                    # One connection per request slot: httpcore scans its whole pool on every
+                    # request, and the SDK's default pool of 1,000 made that the main CPU cost.
+                    http_client=openai.DefaultAsyncHttpxClient(
+                        timeout=timeout,
+                        limits=httpx.Limits(max_connections=max_in_flight,
+                                            max_keepalive_connections=max_in_flight),
+                    ),
                 ),
                 capacity=max_in_flight,
             )

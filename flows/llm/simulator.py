@@ -362,6 +362,8 @@ class Simulator:
         self.counters: dict[str, Any] = {
             "requests": 0, "completed": 0, "by_status": {"200": 0, "500": 0, "429": 0},
             "hangs": 0, "malformed": 0, "length": 0, "disconnected": 0,
+            "service_seconds": 0.0,  # latency spent holding a slot: the work a perfect client schedules
+            "first_request_at": None, "last_answer_at": None,  # epoch seconds: the busy window
             # gauges describe requests still in the server, so a reset keeps them
             "in_flight": kept.get("in_flight", 0), "queued": kept.get("queued", 0),
             "hanging": kept.get("hanging", 0),
@@ -395,10 +397,12 @@ class Simulator:
         self.counters["by_status"][key] = self.counters["by_status"].get(key, 0) + 1
         if response.status_code == 200:
             self.counters["completed"] += 1
+        self.counters["last_answer_at"] = time.time()
         return response
 
     async def chat(self, request: Request) -> JSONResponse:
         self.counters["requests"] += 1
+        self.counters["first_request_at"] = self.counters["first_request_at"] or time.time()
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
@@ -437,6 +441,7 @@ class Simulator:
             if await _sleep_unless_disconnected(request, faults.latency):
                 c["disconnected"] += 1
                 return JSONResponse({}, status_code=499)
+            c["service_seconds"] += faults.latency
             if faults.kind == "500":
                 return self._status(_error(500, "Simulated internal server error", "server_error"))
             return self._status(JSONResponse(self.completion(body, faults)))

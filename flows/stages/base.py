@@ -110,7 +110,7 @@ class Stage:
             model=trace.model or row.get("model"),
             templates=json.dumps(templates, sort_keys=True),
             sampling=json.dumps(sampling, sort_keys=True),
-            taxonomy_version=f"{ctx.taxonomy.version}@{ctx.taxonomy.content_hash}",
+            taxonomy_version=ctx.taxonomy.version_id,
         )
         return out, None
 
