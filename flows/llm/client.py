@@ -184,6 +184,19 @@ def response_format(dialect: str, schema: dict | None) -> dict | None:
     raise ValueError(f"unknown response-format dialect {dialect!r} (one of {', '.join(DIALECTS)})")
 
 
+def http_client(timeout, connections: int):
+    """The SDK's HTTP client with one connection per request slot. aiohttp (openai[aiohttp])
+    costs about 40% less CPU per request than the default httpx transport, which matters when
+    one process keeps a fast server busy; httpcore also scans its whole pool on each request,
+    so the SDK's default pool of 1,000 connections is cut to what can be in flight."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    try:
+        import aiohttp  # noqa: F401  (the SDK's aiohttp client needs it)
+    except ImportError:
+        return openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
+    return openai.DefaultAioHttpClient(timeout=timeout, limits=limits)
+
+
 class LLMClient:
     def __init__(
         self,
@@ -216,13 +229,7 @@ class LLMClient:
                 base_url=url,
                 client=openai.AsyncOpenAI(
                     base_url=url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0,
-                    # One connection per request slot: httpcore scans its whole pool on every
-                    # request, and the SDK's default pool of 1,000 made that the main CPU cost.
-                    http_client=openai.DefaultAsyncHttpxClient(
-                        timeout=timeout,
-                        limits=httpx.Limits(max_connections=max_in_flight,
-                                            max_keepalive_connections=max_in_flight),
-                    ),
+                    http_client=http_client(timeout, max_in_flight),
                 ),
                 capacity=max_in_flight,
             )
