@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from flows.config import RunConfig
-from flows.contracts import SCHEMA_VERSION, STAGES, SYSTEM_PROMPT, stage_schema
+from flows.contracts import PAIR_STAGES, SCHEMA_VERSION, STAGES, SYSTEM_PROMPT, stage_schema
 from flows.llm.backends import llm_endpoints, resolve_api_key
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMClient
@@ -43,7 +43,7 @@ class BuildResult:
 
 def remove_stale_shards(store: ShardStore, n_shards: int) -> None:
     """Shards beyond this run's count come from an earlier, larger run: they must not count."""
-    for stage in ("seeds",) + STAGES:
+    for stage in ("seeds",) + STAGES + PAIR_STAGES:
         for path in (store.run_dir / "stages" / stage).glob("*-*.parquet"):
             if int(path.stem.split("-")[1]) >= n_shards:
                 path.unlink()
@@ -90,12 +90,12 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)
             ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline)
-            final_rows = await run_all(shards, default_stages(), ctx, store, progress, track)
+            outputs = await run_all(shards, default_stages(cfg.pipeline.preference_data), ctx, store, progress, track)
         finally:
             await client.aclose()
             cache.close()
 
-    sft, sft_rejects = sft_split(final_rows)
+    sft, sft_rejects = sft_split(outputs["respond"])
     store.write_split("sft", SFT_SCHEMA, sft, {"model": model})
     store.write_split("sft-rejects", SFT_REJECTS, sft_rejects, {})
     report = taxonomy_report(store.read_stage("taxonomy"), taxonomy)

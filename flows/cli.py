@@ -45,7 +45,7 @@ class TqdmProgress:
 
 def cmd_run(args) -> int:
     from flows.build import build_trace
-    from flows.contracts import STAGES
+    from flows.contracts import PAIR_STAGES, STAGES
     from flows.llm.client import LLMFailure
     from flows.report import format_funnel
 
@@ -57,7 +57,7 @@ def cmd_run(args) -> int:
     if args.base_url:
         overrides["llm.backend"] = None
     cfg = load_config(args.config, overrides)
-    progress = TqdmProgress(list(STAGES), enabled=not args.quiet)
+    progress = TqdmProgress(list(STAGES + PAIR_STAGES), enabled=not args.quiet)
     try:
         result = aio.run(build_trace(cfg, progress))
     except LLMFailure as exc:

@@ -46,12 +46,16 @@ class SamplingConfig(_Strict):
     qc_temperature: float = 0.0
     respond_temperature: float = 0.7
     grade_temperature: float = 0.0
+    worsen_temperature: float = 0.7
+    edit_temperature: float = 0.7
     tag_max_tokens: int = 512
     expand_max_tokens: int = 1024
     structure_max_tokens: int = 1536
     qc_max_tokens: int = 384
     respond_max_tokens: int = 1536
     grade_max_tokens: int = 1536
+    worsen_max_tokens: int = 1536
+    edit_max_tokens: int = 768
 
 
 class PipelineConfig(_Strict):
@@ -61,6 +65,7 @@ class PipelineConfig(_Strict):
     constraint_counts: dict[int, float] | None = Field(
         None, description="distribution of constraints per instruction; default: the paper's train histogram")
     max_constraints: int = Field(15, ge=1)
+    preference_data: bool = Field(True, description="build DPO pairs and IOPO quadruples after stage 5")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
     @field_validator("constraint_counts")

@@ -12,7 +12,11 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
-STAGES = ("taxonomy", "expand", "structure", "qc", "respond")
+STAGES = ("taxonomy", "expand", "structure", "qc", "respond")  # the five construction stages
+PAIR_STAGES = ("dpo", "iopo")  # preference data, both built from the graded rows of `respond`
+# Which stage's rows each stage takes in: a chain, then a fork after `respond`.
+PARENT = {"taxonomy": "seeds", "expand": "taxonomy", "structure": "expand", "qc": "structure",
+          "respond": "qc", "dpo": "respond", "iopo": "respond"}
 
 LINEAGE = [
     pa.field("row_id", pa.string(), nullable=False),  # content id of this row
@@ -67,6 +71,23 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
         pa.field("overall_explanation", pa.string()),
         pa.field("full_score", pa.bool_()),  # every constraint scored 10
     ],
+    # y_win = response (scored 10 everywhere); y_lose made worse on purpose, graded the same way
+    "dpo": [
+        pa.field("rejected_response", pa.string()),
+        pa.field("rejected_scores", pa.list_(_SCORE)),
+        pa.field("rejected_overall", pa.int32()),
+    ],
+    # (x1, y1) = (prompt, response); x2 = same description and input, edited constraints
+    "iopo": [
+        pa.field("edit_op", pa.string()),  # add | delete | revise
+        pa.field("edited_constraint_ids", pa.list_(pa.string())),  # ids in x1 (delete/revise) or x2 (add)
+        pa.field("constraints2", pa.list_(_CONSTRAINT)),
+        pa.field("prompt2", pa.string()),  # x2 serialised
+        pa.field("response2", pa.string()),  # y2
+        pa.field("scores_y2_x2", pa.list_(_SCORE)),
+        pa.field("scores_y1_x2", pa.list_(_SCORE)),  # must fail at least one constraint
+        pa.field("scores_y2_x1", pa.list_(_SCORE)),  # must fail at least one constraint
+    ],
 }
 
 REJECTS = pa.schema([
@@ -81,11 +102,18 @@ REJECTS = pa.schema([
 SYSTEM_PROMPT = "You are a helpful assistant."
 
 
+def lineage_of(stage: str) -> list[str]:
+    """The stages a row has passed through to leave `stage`, from `seeds` on."""
+    chain = [stage]
+    while chain[-1] in PARENT:
+        chain.append(PARENT[chain[-1]])
+    return chain[::-1]
+
+
 def stage_schema(stage: str) -> pa.Schema:
-    """Columns of a stage's output: lineage, seed columns, then every stage's up to this one."""
-    order = ("seeds",) + STAGES
+    """Columns of a stage's output: lineage, then the columns of every stage on its path."""
     fields = list(LINEAGE)
-    for name in order[: order.index(stage) + 1]:
+    for name in lineage_of(stage):
         fields += STAGE_COLUMNS[name]
     return pa.schema(fields)
 

@@ -1,7 +1,8 @@
 """The executor: moves rows through the stages with no barrier that idles the LLM server.
 
 Each row walks through the stages on its own: the moment its stage-2 answer arrives, its stage-3
-request is sent, whatever its neighbours are doing. Per (stage, shard) a collector gathers the
+request is sent, whatever its neighbours are doing; after stage 5 it forks into the DPO and IOPO
+stages at once. Per (stage, shard) a collector gathers the
 results and writes the shard file once every row that entered the stage has left it, so shards
 stay the unit of storage and resume while rows are the unit of work. The LLM client's semaphore
 bounds what actually reaches the server. A finished (stage, shard) is read back from the store
@@ -10,9 +11,10 @@ instead of being computed again.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from typing import Awaitable, Callable, Protocol
 
-from flows.contracts import stage_schema
+from flows.contracts import PARENT, stage_schema
 from flows.stages.base import Stage, StageContext
 from flows.store import ShardStore, input_hash
 
@@ -40,7 +42,8 @@ async def untracked(stage: str, shard: int, wait):
 
 
 class StageShard:
-    """One stage's results for one shard; written to the store when all inputs are back."""
+    """One stage's results for one shard; written to the store when all inputs are back.
+    on_done gets the output rows, so the stages that take them in learn how many to expect."""
 
     def __init__(self, stage: Stage, shard: int, store: ShardStore, fingerprint: str,
                  on_done: Callable[[list[dict]], None]):
@@ -83,41 +86,49 @@ class StageShard:
 
 
 async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: StageContext, store: ShardStore,
-                    progress: Progress = NoProgress(), track: Tracker = untracked) -> list[dict]:
-    """One shard of seed rows through all stages; the last stage's rows, in seed order."""
+                    progress: Progress = NoProgress(), track: Tracker = untracked) -> dict[str, list[dict]]:
+    """One shard of seed rows through all stages (a chain that forks after stage 5, see
+    contracts.PARENT); each stage's output rows, in seed order."""
     position = {row["seed_id"]: i for i, row in enumerate(rows)}
-    first = 0
-    while first < len(stages):  # resume: finished stages of this shard are read, not recomputed
-        done = store.load_shard(stages[first].name, shard, input_hash(rows, ctx.fingerprint(stages[first])))
-        if done is None:
-            break
-        progress.advance(stages[first].name, len(rows))
-        rows, first = done[0], first + 1
-    remaining = stages[first:]
+    done: dict[str, list[dict]] = {"seeds": rows}
+    for stage in stages:  # resume: a finished stage whose input is known is read, not recomputed
+        parent = PARENT[stage.name]
+        if parent in done:
+            loaded = store.load_shard(stage.name, shard, input_hash(done[parent], ctx.fingerprint(stage)))
+            if loaded is not None:
+                progress.advance(stage.name, len(done[parent]))
+                done[stage.name] = loaded[0]
+    remaining = [s for s in stages if s.name not in done]
     if not remaining:
-        return rows
+        return done
 
-    collectors: list[StageShard] = []
-    for j, stage in enumerate(remaining):
-        def on_done(out, j=j):
-            if j + 1 < len(collectors):
-                collectors[j + 1].expect(len(out))
-        collectors.append(StageShard(stage, shard, store, ctx.fingerprint(stage), on_done))
+    children: dict[str, list[Stage]] = defaultdict(list)
+    for stage in remaining:
+        children[PARENT[stage.name]].append(stage)
+    collectors: dict[str, StageShard] = {}
 
-    async def walk(row: dict) -> None:
-        pos = position[row["seed_id"]]
-        for collector in collectors:
-            out, reject = await collector.stage.run_row(row, ctx)
-            progress.advance(collector.stage.name)
-            collector.add(pos, row, out, reject)
-            if out is None:
-                return
-            row = out
+    def on_done(stage_name: str, out: list[dict]) -> None:
+        done[stage_name] = out
+        for child in children[stage_name]:
+            collectors[child.name].expect(len(out))
 
-    collectors[0].expect(len(rows))
-    waits = [track(c.stage.name, shard, c.wait) for c in collectors]
-    await asyncio.gather(*(walk(row) for row in rows), *waits)
-    return collectors[-1].rows_out
+    for stage in remaining:
+        collectors[stage.name] = StageShard(stage, shard, store, ctx.fingerprint(stage),
+                                            lambda out, name=stage.name: on_done(name, out))
+
+    async def walk(row: dict, stage: Stage) -> None:
+        out, reject = await stage.run_row(row, ctx)
+        progress.advance(stage.name)
+        collectors[stage.name].add(position[row["seed_id"]], row, out, reject)
+        if out is not None:
+            await asyncio.gather(*(walk(out, child) for child in children[stage.name]))
+
+    entries = [(stage, done[PARENT[stage.name]]) for stage in remaining if PARENT[stage.name] in done]
+    for stage, inputs in entries:
+        collectors[stage.name].expect(len(inputs))
+    waits = [track(c.stage.name, shard, c.wait) for c in collectors.values()]
+    await asyncio.gather(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
+    return done
 
 
 def shard_rows(rows: list[dict], shard_size: int) -> list[list[dict]]:
@@ -125,7 +136,8 @@ def shard_rows(rows: list[dict], shard_size: int) -> list[list[dict]]:
 
 
 async def run_all(shards: list[list[dict]], stages: list[Stage], ctx: StageContext, store: ShardStore,
-                  progress: Progress = NoProgress(), track: Tracker = untracked) -> list[dict]:
-    finals = await asyncio.gather(*(run_shard(i, rows, stages, ctx, store, progress, track)
-                                    for i, rows in enumerate(shards)))
-    return [row for rows in finals for row in rows]
+                  progress: Progress = NoProgress(), track: Tracker = untracked) -> dict[str, list[dict]]:
+    """Every shard at once; each stage's output rows over all shards, in shard order."""
+    per_shard = await asyncio.gather(*(run_shard(i, rows, stages, ctx, store, progress, track)
+                                       for i, rows in enumerate(shards)))
+    return {stage.name: [row for done in per_shard for row in done[stage.name]] for stage in stages}

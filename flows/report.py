@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from flows.contracts import STAGES
+from flows.contracts import PAIR_STAGES, STAGES
 from flows.store import ShardStore
 
 
@@ -18,7 +18,7 @@ def funnel(run_dir: Path | str) -> list[dict]:
     """Per stage: rows in, rows out, rows rejected by reason; then the SFT split."""
     store = ShardStore(run_dir)
     rows = []
-    for stage in ("seeds",) + STAGES:
+    for stage in ("seeds",) + STAGES + PAIR_STAGES:
         folder = store.run_dir / "stages" / stage
         out = _count(sorted(folder.glob("shard-*.parquet")))
         reasons: Counter = Counter()

@@ -9,7 +9,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import pyarrow.parquet as pq
 import pytest
 
-from flows.contracts import STAGES
+from flows.contracts import PAIR_STAGES, PARENT, STAGES
 from flows.llm import simulator
 from flows.report import funnel
 
@@ -42,17 +42,16 @@ def sim_requests(server) -> int:
 
 
 def assert_accounted(run_dir, n_seeds):
-    """Every row that enters a stage leaves it as output or as a reject; nothing else."""
+    """Every row that enters a stage leaves it as output or as a reject; nothing else. A stage
+    takes in exactly what its parent stage put out (a chain, forking after `respond`)."""
     rows = {r["stage"]: r for r in funnel(run_dir)}
     assert rows["seeds"]["in"] == n_seeds
-    previous = rows["seeds"]["out"]
-    for stage in STAGES:
-        assert rows[stage]["in"] == previous, stage
-        assert rows[stage]["out"] + rows[stage]["rejected"] == rows[stage]["in"]
-        previous = rows[stage]["out"]
-    assert rows["split:sft"]["in"] == previous
+    for stage in STAGES + PAIR_STAGES:
+        assert rows[stage]["in"] == rows[PARENT[stage]]["out"], stage
+        assert rows[stage]["out"] + rows[stage]["rejected"] == rows[stage]["in"], stage
+    assert rows["split:sft"]["in"] == rows["respond"]["out"]
     # one place per stage: the seed ids of outputs and rejects never overlap nor repeat
-    for stage in ("seeds",) + STAGES:
+    for stage in ("seeds",) + STAGES + PAIR_STAGES:
         folder = run_dir / "stages" / stage
         out = [r["seed_id"] for p in folder.glob("shard-*.parquet") for r in read_rows(p)]
         rej = [r["seed_id"] for p in folder.glob("rejects-*.parquet") for r in read_rows(p)]

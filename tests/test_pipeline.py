@@ -120,7 +120,8 @@ def test_changed_template_reruns_only_the_calls_it_feeds(sim, tmp_path):
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
     config = tmp_path / "c.yaml"
-    config.write_text(f"prompts_dir: {prompts}\n")
+    # without the preference stages, so the calls a newly passing row costs are exactly two
+    config.write_text(f"prompts_dir: {prompts}\npipeline:\n  preference_data: false\n")
     out = tmp_path / "run"
     args = ("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet", "--config", config)
     assert run_cli(*args).returncode == 0

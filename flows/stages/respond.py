@@ -1,6 +1,7 @@
 """Stage 5, response and grading: answer the serialised instruction, then have the judge score
 every constraint 0-10 (explanation first) and give an overall score. Every graded row goes on;
-the SFT split keeps those with 10 on every constraint."""
+the SFT split keeps those with 10 on every constraint. `grade` is shared with the DPO and IOPO
+stages, which grade other answers against other constraint lists the same way."""
 from __future__ import annotations
 
 from flows.contracts import serialise_instruction
@@ -24,9 +25,26 @@ def grade_schema(n_constraints: int) -> dict:
     }
 
 
-def instruction_text(row: dict) -> str:
-    lines = [f"{i}. {c['text']}" for i, c in enumerate(row["constraints"], start=1)]
-    return serialise_instruction(row["description"], lines, row["input"])
+def instruction_text(description: str, constraints: list[dict], input_text: str) -> str:
+    lines = [f"{i}. {c['text']}" for i, c in enumerate(constraints, start=1)]
+    return serialise_instruction(description, lines, input_text)
+
+
+def full_score(scores: list[dict]) -> bool:
+    return all(s["score"] == 10 for s in scores)
+
+
+async def grade(stage: Stage, ctx: StageContext, trace: RowTrace, row: dict, constraints: list[dict],
+                response: str) -> tuple[list[dict], int, str]:
+    """(per-constraint scores, overall, overall explanation) of `response` against the row's
+    description and input with `constraints`."""
+    result = await stage.ask(
+        ctx, trace, row, "grade", "grade", grade_schema(len(constraints)),
+        description=row["description"], constraints=constraints, input=row["input"], response=response,
+    )
+    scores = [{"constraint_id": c["id"], "score": int(s["score"]), "explanation": s["explanation"]}
+              for c, s in zip(constraints, result.data["scores"])]
+    return scores, int(result.data["overall"]), result.data["overall_explanation"]
 
 
 class RespondStage(Stage):
@@ -34,18 +52,9 @@ class RespondStage(Stage):
     templates = ("respond", "grade")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
-        prompt = instruction_text(row)
+        prompt = instruction_text(row["description"], row["constraints"], row["input"])
         answer = await self.ask(ctx, trace, row, "respond", "respond", None, instruction=prompt)
         response = answer.content.strip()
-        grade = await self.ask(
-            ctx, trace, row, "grade", "grade", grade_schema(len(row["constraints"])),
-            description=row["description"], constraints=row["constraints"], input=row["input"],
-            response=response,
-        )
-        scores = [{"constraint_id": c["id"], "score": int(s["score"]), "explanation": s["explanation"]}
-                  for c, s in zip(row["constraints"], grade.data["scores"])]
-        return {
-            "prompt": prompt, "response": response, "scores": scores,
-            "overall": int(grade.data["overall"]), "overall_explanation": grade.data["overall_explanation"],
-            "full_score": all(s["score"] == 10 for s in scores),
-        }
+        scores, overall, explanation = await grade(self, ctx, trace, row, row["constraints"], response)
+        return {"prompt": prompt, "response": response, "scores": scores, "overall": overall,
+                "overall_explanation": explanation, "full_score": full_score(scores)}
