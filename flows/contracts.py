@@ -101,6 +101,14 @@ REJECTS = pa.schema([
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# The final splits: which stage's rows each holds (plus chat `messages` for x1 -> y1).
+SPLIT_STAGE = {"sft": "respond", "eval": "respond", "dpo": "dpo", "iopo": "iopo"}
+SPLIT_REJECTS = pa.schema([
+    pa.field("row_id", pa.string(), nullable=False), pa.field("seed_id", pa.string(), nullable=False),
+    pa.field("split", pa.string()), pa.field("reason", pa.string(), nullable=False), pa.field("detail", pa.string()),
+])
+
 
 def lineage_of(stage: str) -> list[str]:
     """The stages a row has passed through to leave `stage`, from `seeds` on."""
@@ -129,3 +137,7 @@ def serialise_instruction(description: str, constraints: list[str], input_text: 
     if input_text and input_text != "NULL":
         text += "# Inputs:\n" + input_text + "\n"
     return text
+
+
+def split_schema(split: str) -> pa.Schema:
+    return stage_schema(SPLIT_STAGE[split]).append(pa.field("messages", MESSAGES))
