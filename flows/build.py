@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 
 from flows.config import RunConfig
-from flows.contracts import PAIR_STAGES, SCHEMA_VERSION, STAGES, SYSTEM_PROMPT, stage_schema
+from flows.contracts import PAIR_STAGES, SCHEMA_VERSION, SPLIT_REJECTS, STAGES, SYSTEM_PROMPT, split_schema, stage_schema
 from flows.llm.backends import llm_endpoints, resolve_api_key
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMClient
@@ -22,17 +21,14 @@ from flows.pipeline import NoProgress, Progress, Tracker, run_all, shard_rows, u
 from flows.prompts import PromptLibrary, default_library
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.seeds import load_seeds
+from flows.splits import SplitConfig, build_splits, official_eval_instructions
+from flows.exports import write_exports
 from flows.stages import default_stages
 from flows.stages.base import StageContext
 from flows.store import ShardStore, input_hash, write_json_atomic, write_text_atomic
 from flows.taxonomy import load_taxonomy
 
 log = logging.getLogger("trace_build")
-
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-SFT_SCHEMA = stage_schema("respond").append(pa.field("messages", _MESSAGES))
-SFT_REJECTS = pa.schema([("row_id", pa.string()), ("seed_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
-
 
 @dataclass
 class BuildResult:
@@ -42,26 +38,54 @@ class BuildResult:
 
 
 def remove_stale_shards(store: ShardStore, n_shards: int) -> None:
-    """Shards beyond this run's count come from an earlier, larger run: they must not count."""
+    """Shards beyond this run's count come from an earlier, larger run: they must not count.
+    (Splits are rewritten whole by every run.)"""
     for stage in ("seeds",) + STAGES + PAIR_STAGES:
         for path in (store.run_dir / "stages" / stage).glob("*-*.parquet"):
             if int(path.stem.split("-")[1]) >= n_shards:
                 path.unlink()
 
 
-def sft_split(final_rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    keep, rejects = [], []
-    for row in final_rows:
+def with_messages(row: dict) -> dict:
+    return {**row, "messages": [{"role": "system", "content": SYSTEM_PROMPT},
+                                {"role": "user", "content": row["prompt"]},
+                                {"role": "assistant", "content": row["response"]}]}
+
+
+def split_candidates(outputs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Rows that may enter a split, and the graded rows that may not (score below 10)."""
+    sft, below = [], []
+    for row in outputs["respond"]:
         if row["full_score"]:
-            messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": row["prompt"]},
-                        {"role": "assistant", "content": row["response"]}]
-            keep.append({**row, "messages": messages})
+            sft.append(with_messages(row))
         else:
             low = [f"{s['constraint_id']}={s['score']}" for s in row["scores"] if s["score"] < 10]
-            rejects.append({"row_id": row["row_id"], "seed_id": row["seed_id"], "reason": "score_below_10",
-                            "detail": ", ".join(low)})
-    return keep, rejects
+            below.append({"row_id": row["row_id"], "seed_id": row["seed_id"], "split": "sft",
+                          "reason": "score_below_10", "detail": ", ".join(low)})
+    candidates = {"sft": sft}
+    for stage in PAIR_STAGES:
+        candidates[stage] = [with_messages(r) for r in outputs.get(stage, [])]
+    return candidates, below
+
+
+def acceptance(outputs: dict[str, list[dict]], store: ShardStore) -> dict:
+    """Tried and accepted per preference stage, and per edit kind for IOPO."""
+    out: dict = {}
+    for stage in PAIR_STAGES:
+        rejects = [r for r in store.read_stage(stage, "rejects") if r["reason"] != "score_below_10"]
+        accepted = outputs.get(stage, [])
+        out[stage] = {"tried": len(rejects) + len(accepted), "accepted": len(accepted)}
+    by_op: dict = {}
+    for row in outputs.get("iopo", []):
+        by_op.setdefault(row["edit_op"], {"tried": 0, "accepted": 0})
+        by_op[row["edit_op"]]["tried"] += 1
+        by_op[row["edit_op"]]["accepted"] += 1
+    for row in store.read_stage("iopo", "rejects"):
+        if row["detail"].startswith("op="):
+            op = row["detail"][3:].split(";")[0]
+            by_op.setdefault(op, {"tried": 0, "accepted": 0})["tried"] += 1
+    out["iopo_by_edit"] = by_op
+    return out
 
 
 async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
@@ -95,9 +119,14 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
             await client.aclose()
             cache.close()
 
-    sft, sft_rejects = sft_split(outputs["respond"])
-    store.write_split("sft", SFT_SCHEMA, sft, {"model": model})
-    store.write_split("sft-rejects", SFT_REJECTS, sft_rejects, {})
+    candidates, below_10 = split_candidates(outputs)
+    references = official_eval_instructions() if cfg.splits.decontaminate_official_eval else []
+    result = build_splits(candidates, SplitConfig(
+        eval_size=cfg.splits.eval_size, eval_fraction=cfg.splits.eval_fraction, weights=cfg.splits.weights,
+        near_duplicate_threshold=cfg.splits.near_duplicate_threshold, seed=cfg.pipeline.seed), references)
+    for name, rows in result.splits.items():
+        store.write_split(name, split_schema(name), rows, {"model": model})
+    store.write_split("rejects", SPLIT_REJECTS, below_10 + result.rejects, {})
     report = taxonomy_report(store.read_stage("taxonomy"), taxonomy)
     write_json_atomic(store.run_dir / "reports" / "taxonomy_report.json", report)
     write_text_atomic(store.run_dir / "reports" / "taxonomy_report.md", taxonomy_report_markdown(report))
@@ -113,8 +142,12 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
         "config": json.loads(cfg.model_dump_json()),
         "funnel": funnel(store.run_dir),
         "usage": {stage: u.as_dict() for stage, u in client.usage.items()},
-        "splits": {"sft": {"path": "splits/sft.parquet", "rows": len(sft)}},
-        "files": store.files(),
+        "splits": {name: {"path": f"splits/{name}.parquet", "rows": len(rows)} for name, rows in result.splits.items()},
+        "acceptance": acceptance(outputs, store),
     }
+    card = {"funnel": manifest["funnel"], "models": [model], "templates": manifest["templates"],
+            "taxonomy_version": manifest["taxonomy_version"], "acceptance": manifest["acceptance"]}
+    manifest["exports"] = write_exports(store.run_dir / "exports", result.splits, card)
+    manifest["files"] = store.files()
     write_json_atomic(store.run_dir / "manifest.json", manifest)
-    return BuildResult(store.run_dir, manifest, len(sft))
+    return BuildResult(store.run_dir, manifest, len(result.splits["sft"]))

@@ -76,6 +76,15 @@ class PipelineConfig(_Strict):
         return value
 
 
+class SplitsConfig(_Strict):
+    eval_size: int = Field(100, ge=0, description="rows in the held-out eval split")
+    eval_fraction: float = Field(0.1, ge=0, le=1, description="never more than this share of seeds in eval")
+    weights: dict[str, float] = Field(default_factory=lambda: {"sft": 1.0, "dpo": 1.0, "iopo": 1.0},
+                                      description="how train seeds are shared among sft, dpo and iopo")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard of character 5-grams")
+    decontaminate_official_eval: bool = Field(True, description="drop train rows that match the official Trace eval set")
+
+
 class RunConfig(_Strict):
     seeds: str = "data/seeds"
     text_field: str = "text"
@@ -84,6 +93,7 @@ class RunConfig(_Strict):
     prompts_dir: str | None = Field(None, description="prompt templates to use instead of the shipped prompts/")
     llm: LLMConfig = Field(default_factory=LLMConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
 
 
 def _one_line(exc: ValidationError, source: str) -> str:

@@ -260,6 +260,8 @@ def _shares(values: dict) -> dict:
 def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
     """The Hugging Face dataset card (README.md) for the hf/ folder."""
     card = card if isinstance(card, dict) else {}
+    # An empty split gets no files: an empty Parquet file does not load in `datasets`.
+    splits = {name: rows for name, rows in splits.items() if rows}
     present = [s for s in SPLITS if s in splits]
     configs = [{"config_name": s, **({"default": True} if i == 0 else {}),
                 "data_files": [{"split": HF_SPLIT_NAME[s], "path": f"{s}.parquet"}]}
@@ -387,6 +389,8 @@ def write_exports(out_dir: Path, splits: dict[str, list[dict]], card: dict) -> d
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
+    # An empty split gets no files: an empty Parquet file does not load in `datasets`.
+    splits = {name: rows for name, rows in splits.items() if rows}
     present = [s for s in SPLITS if s in splits]
     result: dict[str, dict[str, int]] = {"hf": {}, "llamafactory": {}, "trl": {}, "trace": {}}
 

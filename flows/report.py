@@ -15,7 +15,7 @@ def _count(paths) -> int:
 
 
 def funnel(run_dir: Path | str) -> list[dict]:
-    """Per stage: rows in, rows out, rows rejected by reason; then the SFT split."""
+    """Per stage: rows in, rows out, rows rejected by reason; then per split (sft with eval held out)."""
     store = ShardStore(run_dir)
     rows = []
     for stage in ("seeds",) + STAGES + PAIR_STAGES:
@@ -27,20 +27,26 @@ def funnel(run_dir: Path | str) -> list[dict]:
         rejected = sum(reasons.values())
         rows.append({"stage": stage, "in": out + rejected, "out": out, "rejected": rejected,
                      "reasons": dict(sorted(reasons.items()))})
-    sft, sft_rejects = store.split_path("sft"), store.run_dir / "splits" / "sft-rejects.parquet"
-    if sft.exists():
-        reasons = Counter(pq.read_table(sft_rejects, columns=["reason"]).column("reason").to_pylist()) \
-            if sft_rejects.exists() else Counter()
-        out = _count([sft])
-        rows.append({"stage": "split:sft", "in": out + sum(reasons.values()), "out": out,
-                     "rejected": sum(reasons.values()), "reasons": dict(reasons)})
+    rejects_path = store.split_path("rejects")
+    if rejects_path.exists():  # the splits: each candidate lands in one split or in the rejects
+        split_rejects = pq.read_table(rejects_path, columns=["split", "reason"]).to_pylist()
+        sizes = {name: _count([store.split_path(name)]) if store.split_path(name).exists() else 0
+                 for name in ("sft", "eval", "dpo", "iopo")}
+        for name, sources in (("sft", ("sft", "eval")), ("dpo", ("dpo",)), ("iopo", ("iopo",))):
+            reasons = Counter(r["reason"] for r in split_rejects if r["split"] in sources)
+            out = sizes[name]
+            held_out = sizes["eval"] if name == "sft" else 0
+            rows.append({"stage": f"split:{name}", "in": out + held_out + sum(reasons.values()), "out": out,
+                         "rejected": sum(reasons.values()),
+                         "reasons": dict(sorted(reasons.items())), **({"eval": held_out} if held_out else {})})
     return rows
 
 
 def format_funnel(rows: list[dict]) -> str:
     lines = [f"{'stage':<12}{'in':>7}{'out':>7}{'rejected':>10}  reasons"]
     for r in rows:
-        reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items()) or "-"
+        reasons = ", ".join([f"{k}={v}" for k, v in r["reasons"].items()]
+                            + ([f"(held out for eval: {r['eval']})"] if r.get("eval") else [])) or "-"
         lines.append(f"{r['stage']:<12}{r['in']:>7}{r['out']:>7}{r['rejected']:>10}  {reasons}")
     return "\n".join(lines)
 

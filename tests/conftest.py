@@ -50,6 +50,9 @@ def assert_accounted(run_dir, n_seeds):
         assert rows[stage]["in"] == rows[PARENT[stage]]["out"], stage
         assert rows[stage]["out"] + rows[stage]["rejected"] == rows[stage]["in"], stage
     assert rows["split:sft"]["in"] == rows["respond"]["out"]
+    for stage in PAIR_STAGES:
+        assert rows[f"split:{stage}"]["in"] == rows[stage]["out"]
+        assert rows[f"split:{stage}"]["out"] + rows[f"split:{stage}"]["rejected"] == rows[stage]["out"]
     # one place per stage: the seed ids of outputs and rejects never overlap nor repeat
     for stage in ("seeds",) + STAGES + PAIR_STAGES:
         folder = run_dir / "stages" / stage

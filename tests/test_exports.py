@@ -186,7 +186,7 @@ def test_card_survives_missing_keys(tmp_path):
 def test_absent_split_files_are_removed(tmp_path):
     write_exports(tmp_path, {"sft": sft_rows(), "dpo": dpo_rows()}, {})
     assert (tmp_path / "llamafactory/trace_dpo.json").exists()
-    result = write_exports(tmp_path, {"sft": sft_rows()}, {})
+    result = write_exports(tmp_path, {"sft": sft_rows(), "dpo": []}, {})  # empty: as good as absent
     assert not (tmp_path / "llamafactory/trace_dpo.json").exists()
     assert not (tmp_path / "hf/dpo.parquet").exists() and not (tmp_path / "trl/dpo.jsonl").exists()
     info = json.loads((tmp_path / "llamafactory/dataset_info.json").read_text(encoding="utf-8"))
