@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 
@@ -88,8 +89,13 @@ def acceptance(outputs: dict[str, list[dict]], store: ShardStore) -> dict:
     return out
 
 
+async def run_step(name: str, fn: Callable, **kwargs):
+    """How build_trace runs a named step after the stages; the flow makes each a Prefect task."""
+    return fn(**kwargs)
+
+
 async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
-                      track: Tracker = untracked) -> BuildResult:
+                      track: Tracker = untracked, step=run_step) -> BuildResult:
     started = time.time()
     store = ShardStore(cfg.out)
     taxonomy = load_taxonomy()
@@ -119,6 +125,15 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
             await client.aclose()
             cache.close()
 
+    manifest = await step("splits-and-exports", write_outputs, cfg=cfg, store=store, outputs=outputs, model=model,
+                          dialect=dialect, prompts=prompts, taxonomy=taxonomy,
+                          usage={stage: u.as_dict() for stage, u in client.usage.items()}, started=started)
+    return BuildResult(store.run_dir, manifest, manifest["splits"]["sft"]["rows"])
+
+
+def write_outputs(cfg: RunConfig, store: ShardStore, outputs: dict[str, list[dict]], model: str, dialect: str,
+                  prompts: PromptLibrary, taxonomy, usage: dict, started: float) -> dict:
+    """Splits, reports, exports and the manifest, from the stages' output rows."""
     candidates, below_10 = split_candidates(outputs)
     references = official_eval_instructions() if cfg.splits.decontaminate_official_eval else []
     result = build_splits(candidates, SplitConfig(
@@ -141,7 +156,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
         "taxonomy_version": taxonomy.version_id,
         "config": json.loads(cfg.model_dump_json()),
         "funnel": funnel(store.run_dir),
-        "usage": {stage: u.as_dict() for stage, u in client.usage.items()},
+        "usage": usage,
         "splits": {name: {"path": f"splits/{name}.parquet", "rows": len(rows)} for name, rows in result.splits.items()},
         "acceptance": acceptance(outputs, store),
     }
@@ -150,4 +165,4 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     manifest["exports"] = write_exports(store.run_dir / "exports", result.splits, card)
     manifest["files"] = store.files()
     write_json_atomic(store.run_dir / "manifest.json", manifest)
-    return BuildResult(store.run_dir, manifest, len(result.splits["sft"]))
+    return manifest

@@ -23,10 +23,11 @@ of the input lists):
    rows of all three splits).
 5. Every candidate row ends in exactly one place: a split or ``rejects``.
 
-Near duplicates are found with MinHash + LSH banding and confirmed by the exact Jaccard of the
-shingle sets. The MinHash is one-permutation hashing with rotation densification (Li, Owen and
-Zhang 2012; Shrivastava and Li 2014): one hash per shingle spread over 64 bins, instead of 64
-hashes per shingle, which keeps pure Python at about a second per 20k short rows.
+Near duplicates are found with MinHash + LSH banding (16 bands x 4) and confirmed by the Jaccard
+of the shingle sets (as CRC-32 ids; on the strings themselves near the threshold). The MinHash is
+one-permutation hashing with rotation densification (Li, Owen and Zhang 2012; Shrivastava and Li
+2014): one hash per shingle spread over 64 bins instead of 64 salted hashes per shingle, which
+keeps pure Python at about 2 s for 24k candidate rows and well under a minute for 100k.
 """
 from __future__ import annotations
 
@@ -40,8 +41,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-__all__ = ["TRAIN_SPLITS", "SplitConfig", "SplitResult", "build_splits", "official_eval_instructions",
-           "normalise_instruction"]
+__all__ = [
+    "TRAIN_SPLITS",
+    "SplitConfig",
+    "SplitResult",
+    "build_splits",
+    "normalise_instruction",
+    "official_eval_instructions",
+]
 
 TRAIN_SPLITS = ("sft", "dpo", "iopo")
 DEFAULT_EVAL_PATH = Path(__file__).resolve().parent.parent / "data" / "trace-eval" / "202409_trace_evaluation.jsonl"
@@ -229,7 +236,7 @@ class _Index:
 # --- the splits ---------------------------------------------------------------------------------
 
 def _rank(seed_id: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed_id}\x00{seed}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{seed_id}\x00{seed}".encode()).hexdigest()
 
 
 def _default_eval_histogram() -> dict[int, float]:
@@ -338,7 +345,7 @@ def build_splits(candidates: dict[str, list[dict]], config: SplitConfig = SplitC
             reject(key, "seed_in_eval", "another sft row of this seed is in eval")
         for name in ("dpo", "iopo"):
             for key in by_seed[s].get(name, ()):
-                reject(key, "seed_in_eval", "")
+                reject(key, "seed_in_eval", f"eval row {row['row_id']}")
 
     # 3. each remaining seed to one train split, balancing assigned rows / weight.
     weights = {name: float(config.weights.get(name, 0.0)) for name in TRAIN_SPLITS}
@@ -360,7 +367,7 @@ def build_splits(candidates: dict[str, list[dict]], config: SplitConfig = SplitC
                 train_keys.extend(keys)
             else:
                 for key in keys:
-                    reject(key, f"seed_assigned_to_{chosen}", "")
+                    reject(key, f"seed_assigned_to_{chosen}", f"{len(by_seed[s][chosen])} row(s) in {chosen}")
 
     # 4. decontamination and dedupe of train rows, in seed order.
     ref_index = _Index(config.near_duplicate_threshold)

@@ -27,6 +27,10 @@ async def as_prefect_task(stage: str, shard: int, wait):
     await stage_shard.with_options(task_run_name=f"{stage}-shard-{shard:05d}")(stage, shard, wait)
 
 
+async def as_prefect_step(name: str, fn, **kwargs):
+    return task(fn, name=name, task_run_name=name, cache_policy=NO_CACHE, persist_result=False)(**kwargs)
+
+
 @flow(name="trace-build", log_prints=True)
 async def trace_build(
     seeds: str = "data/seeds",
@@ -43,7 +47,7 @@ async def trace_build(
         "seeds": seeds, "limit": limit, "out": out, "llm.base_urls": base_urls,
         "llm.backend": None if base_urls else backend, "llm.backend_model": backend_model,
     })
-    result = await build_trace(cfg, track=as_prefect_task)
+    result = await build_trace(cfg, track=as_prefect_task, step=as_prefect_step)
     funnel = result.manifest["funnel"]
     print(format_funnel(funnel))
     await create_table_artifact(

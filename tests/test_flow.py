@@ -39,8 +39,8 @@ def test_flow_runs_stages_as_tasks_and_reports(harness, sim, tmp_path):
     for _ in range(50):
         runs, artifacts = asyncio.run(inspect())
         names = {r.name for r in runs}
-        if {"taxonomy-shard-00000", "respond-shard-00000"} <= names:
+        if {"taxonomy-shard-00000", "respond-shard-00000", "iopo-shard-00000", "splits-and-exports"} <= names:
             break
         time.sleep(0.2)
-    assert {"taxonomy-shard-00000", "respond-shard-00000"} <= names
+    assert {"taxonomy-shard-00000", "respond-shard-00000", "iopo-shard-00000", "splits-and-exports"} <= names
     assert {"trace-build-funnel", "trace-build-summary"} <= {a.key for a in artifacts}
