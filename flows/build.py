@@ -1,4 +1,4 @@
-"""One trace build from seeds to the SFT split, as plain async Python.
+"""One trace build from seeds to the splits and exports, as plain async Python.
 
 The Prefect flow (flows/trace_build.py) and the CLI both call `build_trace`; the flow only
 tracks each (stage, shard) as a Prefect task through `track`.

@@ -65,7 +65,9 @@ def cmd_run(args) -> int:
     finally:
         progress.close()
     print(f"\nrun folder: {result.run_dir}")
-    print(f"SFT split:  {result.run_dir / 'splits' / 'sft.parquet'} ({result.sft_rows} rows)\n")
+    sizes = ", ".join(f"{name} {info['rows']}" for name, info in result.manifest["splits"].items())
+    print(f"splits:     {result.run_dir / 'splits'} ({sizes})")
+    print(f"exports:    {result.run_dir / 'exports'} (hf, llamafactory, trl, trace)\n")
     print(format_funnel(result.manifest["funnel"]))
     if args.show:
         show_sft(result.run_dir, args.show)

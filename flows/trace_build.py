@@ -1,4 +1,4 @@
-"""The `trace-build` Prefect flow: seeds -> five stages -> SFT split, one task per (stage, shard).
+"""The `trace-build` Prefect flow: seeds -> five stages -> DPO / IOPO -> splits and exports.
 
 The work itself is flows.build.build_trace; this module only names it for Prefect, runs each
 (stage, shard) as a task so the UI shows where a build is, and reports the funnel as artifacts.
