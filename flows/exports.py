@@ -83,6 +83,7 @@ from pathlib import Path
 import yaml
 
 from flows.contracts import SCHEMA_VERSION, SPLIT_STAGE, SYSTEM_PROMPT, serialise_instruction, split_schema
+from flows.report import reasons_text
 from flows.store import (
     to_table,
     write_json_atomic,
@@ -302,9 +303,8 @@ def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
         for r in funnel:
             if not isinstance(r, dict):
                 continue
-            reasons = r.get("reasons") if isinstance(r.get("reasons"), dict) else {}
             rows.append([r.get("stage"), r.get("in"), r.get("out"), r.get("rejected"),
-                         ", ".join(f"{k}={v}" for k, v in reasons.items()) or "-"])
+                         reasons_text(r if isinstance(r.get("reasons"), dict) else {**r, "reasons": {}})])
         out += _table(["stage", "in", "out", "rejected", "reasons"], rows, "lrrrl")
     else:
         out += ["Not recorded.", ""]

@@ -42,11 +42,18 @@ def funnel(run_dir: Path | str) -> list[dict]:
     return rows
 
 
+def reasons_text(row: dict) -> str:
+    """A funnel row's rejects by reason (and rows held out for eval) as one cell of text."""
+    parts = [f"{k}={v}" for k, v in (row.get("reasons") or {}).items()]
+    if row.get("eval"):
+        parts.append(f"(held out for eval: {row['eval']})")
+    return ", ".join(parts) or "-"
+
+
 def format_funnel(rows: list[dict]) -> str:
     lines = [f"{'stage':<12}{'in':>7}{'out':>7}{'rejected':>10}  reasons"]
     for r in rows:
-        reasons = ", ".join([f"{k}={v}" for k, v in r["reasons"].items()]
-                            + ([f"(held out for eval: {r['eval']})"] if r.get("eval") else [])) or "-"
+        reasons = reasons_text(r)
         lines.append(f"{r['stage']:<12}{r['in']:>7}{r['out']:>7}{r['rejected']:>10}  {reasons}")
     return "\n".join(lines)
 

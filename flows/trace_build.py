@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.build import build_trace
 from flows.config import load_config
-from flows.report import format_funnel
+from flows.report import format_funnel, reasons_text
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -52,7 +52,7 @@ async def trace_build(
     print(format_funnel(funnel))
     await create_table_artifact(
         key="trace-build-funnel",
-        table=[{**r, "reasons": ", ".join(f"{k}={v}" for k, v in r["reasons"].items())} for r in funnel],
+        table=[{**r, "reasons": reasons_text(r)} for r in funnel],
         description="Rows in, out and rejected per stage",
     )
     await create_markdown_artifact(
