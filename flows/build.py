@@ -38,12 +38,12 @@ class BuildResult:
     sft_rows: int
 
 
-def remove_stale_shards(store: ShardStore, n_shards: int) -> None:
-    """Shards beyond this run's count come from an earlier, larger run: they must not count.
-    (Splits are rewritten whole by every run.)"""
+def remove_stale_shards(store: ShardStore, n_shards: int, stages: list[str]) -> None:
+    """Shards beyond this run's count, or of stages this run does not run, come from an earlier
+    run: they must not count. (Splits are rewritten whole by every run.)"""
     for stage in ("seeds",) + STAGES + PAIR_STAGES:
         for path in (store.run_dir / "stages" / stage).glob("*-*.parquet"):
-            if int(path.stem.split("-")[1]) >= n_shards:
+            if stage not in stages or int(path.stem.split("-")[1]) >= n_shards:
                 path.unlink()
 
 
@@ -102,7 +102,8 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     prompts = PromptLibrary(cfg.prompts_dir) if cfg.prompts_dir else default_library()
     batch = load_seeds(cfg.seeds, cfg.text_field, cfg.limit, cfg.pipeline.max_seed_chars)
     shards = shard_rows(batch.rows, cfg.pipeline.shard_size) or [[]]
-    remove_stale_shards(store, len(shards))
+    stages = default_stages(cfg.pipeline.preference_data)
+    remove_stale_shards(store, len(shards), ["seeds"] + [stage.name for stage in stages])
     for i, rows in enumerate(shards):
         store.write_shard("seeds", i, stage_schema("seeds"), rows, batch.rejects if i == 0 else [], input_hash(rows))
     progress.start(len(batch.rows))
@@ -120,7 +121,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)
             ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline)
-            outputs = await run_all(shards, default_stages(cfg.pipeline.preference_data), ctx, store, progress, track)
+            outputs = await run_all(shards, stages, ctx, store, progress, track)
         finally:
             await client.aclose()
             cache.close()

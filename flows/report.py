@@ -20,6 +20,8 @@ def funnel(run_dir: Path | str) -> list[dict]:
     rows = []
     for stage in ("seeds",) + STAGES + PAIR_STAGES:
         folder = store.run_dir / "stages" / stage
+        if stage in PAIR_STAGES and not any(folder.glob("shard-*.parquet")):
+            continue  # preference data was not built in this run
         out = _count(sorted(folder.glob("shard-*.parquet")))
         reasons: Counter = Counter()
         for path in sorted(folder.glob("rejects-*.parquet")):
@@ -33,6 +35,8 @@ def funnel(run_dir: Path | str) -> list[dict]:
         sizes = {name: _count([store.split_path(name)]) if store.split_path(name).exists() else 0
                  for name in ("sft", "eval", "dpo", "iopo")}
         for name, sources in (("sft", ("sft", "eval")), ("dpo", ("dpo",)), ("iopo", ("iopo",))):
+            if name in PAIR_STAGES and name not in {r["stage"] for r in rows}:
+                continue
             reasons = Counter(r["reason"] for r in split_rejects if r["split"] in sources)
             out = sizes[name]
             held_out = sizes["eval"] if name == "sft" else 0

@@ -1,7 +1,7 @@
 """Preference data: the IOPO four-pairing rule, the constraint edits, and DPO/IOPO rows from a run."""
 import pytest
 
-from conftest import DEMO_SEEDS, read_rows, run_cli
+from conftest import DEMO_SEEDS, assert_accounted, read_rows, run_cli
 from flows.stages.base import Reject
 from flows.stages.pairs import apply_edit, edit_schema, four_pairing_verdict
 from flows.taxonomy import load_taxonomy
@@ -68,3 +68,17 @@ def test_run_builds_dpo_pairs_and_iopo_quadruples(sim, tmp_path):
         assert len(row["scores_y2_x2"]) == len(row["constraints2"]) == len(row["scores_y1_x2"])
     rejected = [r for p in (out / "stages" / "iopo").glob("rejects-*.parquet") for r in read_rows(p)]
     assert all(r["detail"].startswith("op=") for r in rejected if r["reason"] != "score_below_10")
+
+
+def test_preference_data_can_be_switched_off_and_leaves_nothing_behind(sim, tmp_path):
+    out = tmp_path / "run"
+    args = ("run", "--seeds", DEMO_SEEDS, "--limit", 8, "--base-url", sim.base_url, "--out", out, "--quiet")
+    assert run_cli(*args).returncode == 0
+    assert any((out / "stages" / "iopo").glob("shard-*.parquet"))
+    config = tmp_path / "c.yaml"
+    config.write_text("pipeline:\n  preference_data: false\n")
+    done = run_cli(*args, "--config", config)
+    assert done.returncode == 0, done.stderr
+    assert not any((out / "stages" / "iopo").glob("*.parquet")) and not any((out / "stages" / "dpo").glob("*.parquet"))
+    assert_accounted(out, 8)
+    assert read_rows(out / "splits" / "dpo.parquet") == [] and read_rows(out / "splits" / "iopo.parquet") == []
