@@ -106,7 +106,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     remove_stale_shards(store, len(shards), ["seeds"] + [stage.name for stage in stages])
     for i, rows in enumerate(shards):
         store.write_shard("seeds", i, stage_schema("seeds"), rows, batch.rejects if i == 0 else [], input_hash(rows))
-    progress.start(len(batch.rows))
+    progress.start(len(batch.rows), [stage.name for stage in stages])
     log.info("%d seeds in %d shards (%d rejected on input)", len(batch.rows), len(shards), len(batch.rejects))
 
     cache = RequestCache(cfg.llm.cache_path or store.run_dir / "llm-cache.sqlite")

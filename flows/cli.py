@@ -25,15 +25,15 @@ USER_ERRORS = (ConfigError, InputError, BackendError, PromptError, TaxonomyError
 class TqdmProgress:
     """One progress bar per stage, made when the build knows how many seeds it has."""
 
-    def __init__(self, stages: list[str], enabled: bool):
-        self.stages, self.enabled = stages, enabled
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
         self._bars: dict = {}
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, stages: list[str]) -> None:
         from tqdm import tqdm
 
         self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not self.enabled,
-                              unit="row", dynamic_ncols=True) for i, s in enumerate(self.stages)}
+                              unit="row", dynamic_ncols=True) for i, s in enumerate(stages)}
 
     def advance(self, stage: str, n: int = 1) -> None:
         self._bars[stage].update(n)
@@ -45,7 +45,6 @@ class TqdmProgress:
 
 def cmd_run(args) -> int:
     from flows.build import build_trace
-    from flows.contracts import PAIR_STAGES, STAGES
     from flows.llm.client import LLMFailure
     from flows.report import format_funnel
 
@@ -57,7 +56,7 @@ def cmd_run(args) -> int:
     if args.base_url:
         overrides["llm.backend"] = None
     cfg = load_config(args.config, overrides)
-    progress = TqdmProgress(list(STAGES + PAIR_STAGES), enabled=not args.quiet)
+    progress = TqdmProgress(enabled=not args.quiet)
     try:
         result = aio.run(build_trace(cfg, progress))
     except LLMFailure as exc:

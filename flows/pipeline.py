@@ -20,13 +20,13 @@ from flows.store import ShardStore, input_hash
 
 
 class Progress(Protocol):
-    def start(self, total: int) -> None: ...  # rows entering the first stage
+    def start(self, total: int, stages: list[str]) -> None: ...  # seeds entering, stages that run
 
     def advance(self, stage: str, n: int = 1) -> None: ...
 
 
 class NoProgress:
-    def start(self, total: int) -> None:
+    def start(self, total: int, stages: list[str]) -> None:
         pass
 
     def advance(self, stage: str, n: int = 1) -> None:
