@@ -1,6 +1,7 @@
 # Two commands a user needs:
 #   make demo   install everything, then a real trace build of demo seeds on the embedded model
 #   make test   install what the tests need, then run every test tier that fits a laptop
+#               (pytest, then the Prefect end-to-end check with a real server, worker and browser)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -30,6 +31,7 @@ demo: install-embedded
 test: install-test
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON=$(BIN)/python scripts/install-embedded.sh qwen2.5-coder-0.5b
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	VENV=$(VENV) scripts/e2e-prefect.sh
 
 benchmark: install
 	$(BIN)/python benchmarks/throughput.py

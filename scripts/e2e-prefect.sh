@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# End to end with the real components a user runs: a Prefect server on a free port with its own
+# PREFECT_HOME, the work pool, `prefect deploy --all`, a worker, and
+# `prefect deployment run trace-build/manual --watch` (simulated LLM, a few seeds). Then the
+# flow run's state and artifacts are checked through the API, and the Prefect UI is opened on
+# that run in headless Chromium: the page must show it Completed, and the screenshot is kept
+# under runs/e2e/. Everything started here is stopped by PID on the way out.
+#
+#   scripts/e2e-prefect.sh            (the project venv in .venv; chromium from Debian)
+set -euo pipefail
+set -m  # job control: background jobs keep SIGINT, so the Prefect worker stops on SIGTERM
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BIN="${VENV:-$ROOT/.venv}/bin"
+OUT="$ROOT/runs/e2e"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/trace-e2e.XXXXXX")"
+PORT="$("$BIN/python" -c 'from flows.llm.running import free_port; print(free_port())')"
+export PREFECT_HOME="$WORK/prefect" PREFECT_API_URL="http://127.0.0.1:$PORT/api"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_SERVER_EPHEMERAL_ENABLED=false
+export PREFECT_CLI_PROMPT=false PREFECT_WORKER_QUERY_SECONDS=1 COLUMNS=200
+mkdir -p "$PREFECT_HOME" "$OUT"
+SERVER_PID="" WORKER_PID=""
+say() { printf '[e2e %3ss] %s\n' "$SECONDS" "$*"; }
+
+stop() {
+  local pid=$1; [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+  kill -TERM "$pid" 2>/dev/null; sleep 1; kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  stop "$WORKER_PID"; stop "$SERVER_PID"
+  if [ "$rc" != 0 ]; then tail -n 40 "$WORK"/*.log 2>/dev/null || true; fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+if ! command -v chromium >/dev/null; then
+  say "installing Debian's chromium for the UI check"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >"$WORK/apt.log" 2>&1
+fi
+
+"$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 120); do curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1 && break; sleep 0.5; done
+curl -fsS "$PREFECT_API_URL/health" >/dev/null
+say "server healthy on 127.0.0.1:$PORT"
+
+"$BIN/prefect" work-pool create local --type process --overwrite >/dev/null
+"$BIN/prefect" deploy --all --no-prompt >"$WORK/deploy.log" 2>&1
+say "deployed: $(grep -o "'[a-z-]*/[a-z-]*'" "$WORK/deploy.log" | sort -u | tr '\n' ' ')"
+
+PATH="$BIN:$PATH" "$BIN/prefect" worker start --pool local >"$WORK/worker.log" 2>&1 &
+WORKER_PID=$!
+
+"$BIN/prefect" deployment run trace-build/manual --param limit=4 --param "out=$OUT/run" \
+  --watch --watch-interval 1 --watch-timeout 300 >"$WORK/run.log" 2>&1
+FLOW_RUN_ID="$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$WORK/run.log" | head -1)"
+say "flow run $FLOW_RUN_ID completed"
+
+"$BIN/python" - "$FLOW_RUN_ID" <<'PY'
+import asyncio, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+async def main(flow_run_id):
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        assert run.state.is_completed(), run.state
+        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    keys = {a.key for a in arts}
+    assert {"trace-build-funnel", "trace-build-summary"} <= keys, keys
+    print(f"state {run.state.type.value}, artifacts {sorted(k for k in keys if k)}")
+
+asyncio.run(main(sys.argv[1]))
+PY
+
+URL="http://127.0.0.1:$PORT/runs/flow-run/$FLOW_RUN_ID"
+CHROME=(chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run
+        --disable-background-networking --disable-component-update --disable-sync
+        --user-data-dir="$WORK/chrome" --hide-scrollbars --window-size=1400,900 --virtual-time-budget=20000)
+"${CHROME[@]}" --dump-dom "$URL" >"$WORK/page.html" 2>"$WORK/chrome.log"
+grep -q "Completed" "$WORK/page.html" || { echo "the UI page of $URL does not show Completed" >&2; exit 1; }
+"${CHROME[@]}" --screenshot="$OUT/flow-run.png" "$URL" 2>>"$WORK/chrome.log"
+[ -s "$OUT/flow-run.png" ]
+say "UI shows the run Completed; screenshot $OUT/flow-run.png"
+echo "e2e: 1 passed, 0 failed"
