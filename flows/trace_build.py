@@ -5,8 +5,16 @@ The work itself is flows.build.build_trace; this module only names it for Prefec
 """
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from flows.build import build_trace
@@ -31,6 +39,47 @@ async def as_prefect_step(name: str, fn, **kwargs):
     return task(fn, name=name, task_run_name=name, cache_policy=NO_CACHE, persist_result=False)(**kwargs)
 
 
+class ArtifactProgress:
+    """One Prefect progress artifact per stage (key trace-progress-<stage>): the share of the
+    run's seeds that have left the stage, updated at most every `every` seconds without ever
+    blocking the event loop that drives the LLM requests; 100 once the build is done."""
+
+    def __init__(self, every: float = 2.0):
+        self.every = every
+        self._ids: dict[str, asyncio.Task] = {}
+        self._done: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self._pending: set[asyncio.Task] = set()
+        self.total = 0
+
+    def _spawn(self, coro) -> asyncio.Task:
+        job = asyncio.ensure_future(coro)
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+        return job
+
+    def start(self, total: int, stages: list[str]) -> None:
+        self.total = max(total, 1)
+        for stage in stages:
+            self._done[stage], self._last[stage] = 0, 0.0
+            self._ids[stage] = self._spawn(acreate_progress_artifact(
+                0.0, key=f"trace-progress-{stage}", description=f"{stage}: share of {total} seeds through"))
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self._done[stage] += n
+        now = time.monotonic()
+        if now - self._last[stage] >= self.every:
+            self._last[stage] = now
+            self._spawn(self._update(stage, 100.0 * self._done[stage] / self.total))
+
+    async def _update(self, stage: str, percent: float) -> None:
+        await aupdate_progress_artifact(artifact_id=await self._ids[stage], progress=min(percent, 100.0))
+
+    async def finish(self) -> None:
+        await asyncio.gather(*self._pending)
+        await asyncio.gather(*(self._update(stage, 100.0) for stage in self._ids))
+
+
 @flow(name="trace-build", log_prints=True)
 async def trace_build(
     seeds: str = "data/seeds",
@@ -47,13 +96,18 @@ async def trace_build(
         "seeds": seeds, "limit": limit, "out": out, "llm.base_urls": base_urls,
         "llm.backend": None if base_urls else backend, "llm.backend_model": backend_model,
     })
-    result = await build_trace(cfg, track=as_prefect_task, step=as_prefect_step)
-    funnel = result.manifest["funnel"]
+    progress = ArtifactProgress()
+    result = await build_trace(cfg, progress=progress, track=as_prefect_task, step=as_prefect_step)
+    await progress.finish()
+    funnel, usage = result.manifest["funnel"], result.manifest["usage"]
     print(format_funnel(funnel))
     await create_table_artifact(
         key="trace-build-funnel",
-        table=[{**r, "reasons": reasons_text(r)} for r in funnel],
-        description="Rows in, out and rejected per stage",
+        table=[{"stage": r["stage"], "in": r["in"], "out": r["out"], "rejected": r["rejected"],
+                "reasons": reasons_text(r), **{k: usage.get(r["stage"], {}).get(k, 0) for k in
+                ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries")}}
+               for r in funnel],
+        description="Per stage: rows in, out, rejected by reason; LLM requests, cache hits and tokens of this run",
     )
     await create_markdown_artifact(
         key="trace-build-summary",

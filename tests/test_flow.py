@@ -44,3 +44,7 @@ def test_flow_runs_stages_as_tasks_and_reports(harness, sim, tmp_path):
         time.sleep(0.2)
     assert {"taxonomy-shard-00000", "respond-shard-00000", "iopo-shard-00000", "splits-and-exports"} <= names
     assert {"trace-build-funnel", "trace-build-summary"} <= {a.key for a in artifacts}
+    progress = {a.key: a.data for a in artifacts if a.type == "progress"}
+    assert progress.get("trace-progress-taxonomy") == 100 and progress.get("trace-progress-iopo") == 100
+    table = next(a for a in artifacts if a.key == "trace-build-funnel")
+    assert "cache_hits" in str(table.data) and "requests" in str(table.data)
