@@ -117,6 +117,29 @@ def cmd_serve_llm(args) -> int:
     return 0
 
 
+def cmd_up(args) -> int:
+    from flows.stack import state_folder, up
+
+    stack = up(state_folder(args.state), port=args.port, backend=None if args.backend == "none" else args.backend,
+               llm_port=args.llm_port, backend_model=args.model)
+    print(f"Prefect UI:  {stack['ui']}")
+    print(f"Prefect API: {stack['api']}   (export PREFECT_API_URL={stack['api']})")
+    if stack.get("llm"):
+        print(f"LLM:         {stack['llm']}   (trace-build run --base-url {stack['llm']})")
+    print("deployments: trace-build/manual, trace-build/nightly; worker on pool 'local'")
+    print(f"processes:   {', '.join(p['name'] + ' ' + str(p['pid']) for p in stack['processes'])}")
+    print("stop with:   trace-build down")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from flows.stack import down, state_folder
+
+    stopped = down(state_folder(args.state))
+    print("stopped: " + ", ".join(stopped) if stopped else "nothing was up")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trace-build", description="Build Trace-style complex instruction data.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -144,6 +167,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--show", type=int, default=0, metavar="N", help="print N rows of the SFT split at the end")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    u = sub.add_parser("up", help="start the local stack: Prefect server, pools, deployments, worker, LLM")
+    u.add_argument("--port", type=int, default=4200, help="Prefect server port (127.0.0.1)")
+    u.add_argument("--backend", choices=["simulated", "embedded", "vllm", "none"], default="none",
+                   help="also serve an LLM on --llm-port")
+    u.add_argument("--model", help="model of the LLM backend")
+    u.add_argument("--llm-port", type=int, default=8011)
+    u.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
+    u.set_defaults(func=cmd_up)
+    d = sub.add_parser("down", help="stop everything `trace-build up` started")
+    d.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
+    d.set_defaults(func=cmd_down)
 
     st = sub.add_parser("status", help="print the funnel of a run folder")
     st.add_argument("run", nargs="?", default="runs/latest")
