@@ -35,32 +35,56 @@ def detect_lang(text: str) -> str:
     return "zh" if cjk and cjk >= 0.2 * len(text.replace(" ", "")) else "en"
 
 
-def seed_files(path: Path) -> list[Path]:
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+def seed_files(source: str | Path) -> tuple[object, list[str]]:
+    """(filesystem, files) for a file, a folder (searched recursively), a glob pattern, or any
+    of those behind an fsspec URL (s3://bucket/seeds/, gs://..., memory://...)."""
+    import fsspec
+
+    source = str(source)
+    try:
+        fs, root = fsspec.core.url_to_fs(source)
+    except (ImportError, ValueError) as exc:
+        raise InputError(f"{source}: cannot open this location ({exc})") from None
+    wanted = lambda p: p.lower().endswith(SUFFIXES)  # noqa: E731
+    if any(ch in root for ch in "*?["):
+        files = sorted(p for p in fs.glob(root) if wanted(p) and fs.isfile(p))
         if not files:
-            raise InputError(f"{path}: no .jsonl, .parquet or .csv files in this folder")
-        return files
-    if path.suffix.lower() not in SUFFIXES:
-        raise InputError(f"{path}: unsupported file type (use .jsonl, .parquet or .csv)")
-    return [path]
+            raise InputError(f"{source}: no .jsonl, .parquet or .csv files match this pattern")
+        return fs, files
+    if not fs.exists(root):
+        raise InputError(f"{source}: no such file or folder")
+    if fs.isdir(root):
+        files = sorted(p for p in fs.find(root) if wanted(p))
+        if not files:
+            raise InputError(f"{source}: no .jsonl, .parquet or .csv files in this folder")
+        return fs, files
+    if not wanted(root):
+        raise InputError(f"{source}: unsupported file type (use .jsonl, .parquet or .csv)")
+    return fs, [root]
 
 
-def _read_records(path: Path, field: str) -> list[tuple[int, object]]:
+def display_name(fs, name: str) -> str:
+    """How a file is named in messages and lineage: a plain path locally, a URL elsewhere."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return name if "file" in protocols else fs.unstrip_protocol(name)
+
+
+def _read_records(fs, name: str, field: str) -> list[tuple[int, object]]:
     """(row number, value of `field`) for every row; row numbers are 1-based lines or rows."""
-    suffix = path.suffix.lower()
+    path = display_name(fs, name)
+    suffix = Path(name).suffix.lower()
     try:
         if suffix == ".parquet":
             try:
-                table = pq.read_table(path)
+                with fs.open(name, "rb") as fh:
+                    table = pq.read_table(fh)
             except Exception as exc:  # pyarrow raises several types for a bad file
                 raise InputError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
             if field not in table.column_names:
                 raise InputError(f"{path}: no '{field}' column (columns: {', '.join(table.column_names)})")
             return list(enumerate(table.column(field).to_pylist(), start=1))
-        raw = path.read_bytes()
+        with fs.open(name, "rb") as fh:
+            raw = fh.read()
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -92,18 +116,18 @@ def _read_records(path: Path, field: str) -> list[tuple[int, object]]:
 
 def load_seeds(path: str | Path, field: str = "text", limit: int | None = None,
                max_chars: int = 8000) -> SeedBatch:
-    files = seed_files(Path(path))
+    fs, files = seed_files(path)
     rows: list[dict] = []
     rejects: list[dict] = []
     seen: set[str] = set()
     total = 0
     for file in files:
-        records = _read_records(file, field)
+        records = _read_records(fs, file, field)
         for rowno, value in records:
             if limit is not None and len(rows) >= limit:
                 break
             total += 1
-            source = f"{file}:{rowno}"
+            source = f"{display_name(fs, file)}:{rowno}"
             text = value.strip() if isinstance(value, str) else value
             seed_id = content_id("seed", text if isinstance(text, str) else repr(value))
             reason = None

@@ -72,3 +72,22 @@ def test_bad_rows_are_rejects_and_jinja_reaches_prompt_verbatim(sim, tmp_path):
     assert len(requests) == 1
     assert "Write a haiku about {{ 7*7 }} and {% raw %}" in requests[0]["messages"][-1]["content"]
     assert "49" not in requests[0]["messages"][-1]["content"]
+
+
+def test_seed_sources_glob_and_fsspec_url(tmp_path):
+    import fsspec
+
+    from flows.seeds import InputError, load_seeds
+
+    (tmp_path / "2026-11-01.jsonl").write_text('{"text": "one"}\n')
+    (tmp_path / "2026-11-02.jsonl").write_text('{"text": "two"}\n')
+    (tmp_path / "notes.txt").write_text("not seeds")
+    batch = load_seeds(str(tmp_path / "2026-11-*.jsonl"))
+    assert [r["text"] for r in batch.rows] == ["one", "two"]
+    with pytest.raises(InputError, match="no .jsonl, .parquet or .csv files match"):
+        load_seeds(str(tmp_path / "2025-*.jsonl"))
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/pool/night1.jsonl", b'{"text": "from a bucket"}\n')
+    batch = load_seeds("memory://pool/")
+    assert batch.rows[0]["text"] == "from a bucket" and batch.rows[0]["source"] == "memory:///pool/night1.jsonl:1"
