@@ -2,6 +2,8 @@
 import json
 import sqlite3
 
+import pytest
+
 
 from conftest import read_rows, run_cli
 
