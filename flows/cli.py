@@ -19,7 +19,10 @@ from flows.prompts import PromptError
 from flows.seeds import InputError
 from flows.taxonomy import TaxonomyError
 
-USER_ERRORS = (ConfigError, InputError, BackendError, PromptError, TaxonomyError)
+from flows.train.encode import TemplateError
+from flows.train.methods import METHODS
+
+USER_ERRORS = (ConfigError, InputError, BackendError, PromptError, TaxonomyError, TemplateError)
 
 
 class TqdmProgress:
@@ -132,6 +135,44 @@ def cmd_up(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") \
+            from None
+    from tqdm import tqdm
+
+    from flows.train.config import load_train_config
+    from flows.train.loop import train
+    from flows.train.report import summary_markdown
+
+    cfg = load_train_config(args.config, {
+        "method": args.method, "model": args.model, "data": args.data, "out": args.out, "beta": args.beta,
+        "learning_rate": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
+        "max_length": args.max_length, "micro_batch": args.micro_batch, "grad_accum": args.grad_accum,
+        "lora": False if args.full else None, "reference": args.reference,
+        "gradient_checkpointing": args.gradient_checkpointing or None, "dtype": args.dtype,
+        "device": args.device, "limit": args.limit, "seed": args.seed, "save_steps": args.save_steps,
+    })
+    bar = None
+
+    def on_log(record: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=record["total_steps"], desc=cfg.method, unit="step", disable=args.quiet)
+        bar.update(record["step"] - bar.n)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+    report = train(cfg, on_log=on_log)
+    if bar is not None:
+        bar.close()
+    print(summary_markdown(report))
+    return 0
+
+
 def cmd_down(args) -> int:
     from flows.stack import down, state_folder
 
@@ -179,6 +220,30 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("down", help="stop everything `trace-build up` started")
     d.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
     d.set_defaults(func=cmd_down)
+
+    t = sub.add_parser("train", help="train SFT, DPO or IOPO on a run's splits or a LLaMA-Factory file")
+    t.add_argument("--data", help="trace-build run folder, its manifest.json, or a LLaMA-Factory JSON file")
+    t.add_argument("--model", help="base model: local folder or a hub name in the local cache")
+    t.add_argument("--method", choices=METHODS, help="default iopo")
+    t.add_argument("--config", help="YAML training config (see configs/train.yaml)")
+    t.add_argument("--out", help="output folder (default <run>/train-<method>)")
+    t.add_argument("--beta", type=float)
+    t.add_argument("--lr", type=float, help="learning rate (default 1e-4 sft, 5e-6 otherwise)")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--max-length", type=int, help="tokens per sequence (default 6000)")
+    t.add_argument("--micro-batch", type=int)
+    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    t.add_argument("--reference", choices=["auto", "copy", "adapter", "precomputed"])
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"])
+    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    t.add_argument("--limit", type=int, help="train on the first N examples")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--save-steps", type=int, help="checkpoint every N steps")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
 
     st = sub.add_parser("status", help="print the funnel of a run folder")
     st.add_argument("run", nargs="?", default="runs/latest")

@@ -1,0 +1,62 @@
+"""The `iopo-train` Prefect flow: train SFT, DPO or IOPO on a trace-build run's splits.
+
+The training itself is flows.train.loop.train; this module starts it with the deployment's
+parameters and reports it in the UI: a progress artifact while it runs, then a table of the
+logged metrics and a markdown summary.
+"""
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from flows.train.config import load_train_config
+from flows.train.loop import train
+from flows.train.report import metrics_table, summary_markdown
+
+
+class ArtifactLog:
+    """Progress artifact `iopo-train-progress`, updated at most every `every` seconds."""
+
+    def __init__(self, every: float = 5.0):
+        self.every, self.last, self.history = every, 0.0, []
+        self.artifact_id = create_progress_artifact(0.0, key="iopo-train-progress",
+                                                    description="share of optimizer steps done")
+
+    def __call__(self, record: dict) -> None:
+        self.history.append(record)
+        now = time.monotonic()
+        if now - self.last >= self.every or record["step"] == record["total_steps"]:
+            self.last = now
+            update_progress_artifact(self.artifact_id, 100.0 * record["step"] / record["total_steps"])
+            print(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f}")
+
+
+@flow(name="iopo-train", log_prints=True)
+def iopo_train(
+    manifest: str,
+    method: str = "iopo",
+    model: str | None = None,
+    config: str | None = "configs/train.yaml",
+    out: str | None = None,
+    overrides: dict | None = None,
+) -> dict:
+    """Train `model` with `method` on the splits named by a trace-build `manifest` (a run folder,
+    its manifest.json, or a LLaMA-Factory JSON file). `overrides`: any training setting
+    (beta, learning_rate, epochs, max_length, lora, reference, ...), as in configs/train.yaml."""
+    cfg = load_train_config(config, {**(overrides or {}), "data": manifest, "method": method, "model": model,
+                                     "out": out})
+    log = ArtifactLog()
+    report = train(cfg, on_log=log)
+    create_table_artifact(key="iopo-train-metrics", table=metrics_table(log.history),
+                          description="Metrics per logged step")
+    create_markdown_artifact(key="iopo-train-summary", markdown=summary_markdown(report),
+                             description="Summary of the training run")
+    return {"out": report["out"], "final": report["final"], "steps": report["steps"],
+            "loss_first": report["first"]["loss"], "loss_last": report["last"]["loss"]}

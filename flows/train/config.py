@@ -1,0 +1,85 @@
+"""The typed configuration of a training run, from YAML (configs/train.yaml) plus overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flows.config import ConfigError
+from flows.train.methods import METHODS
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal[METHODS] = "iopo"  # type: ignore[valid-type]
+    model: str = Field(..., description="base model: a local folder, or a hub name already in the local cache")
+    data: str = Field(..., description="trace-build run folder, its manifest.json, or a LLaMA-Factory JSON file")
+    out: str | None = Field(None, description="checkpoints, metrics.jsonl, train_report.json; default: "
+                            "<run folder>/train-<method>, or runs/train-<method> for a file")
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float | None = Field(None, gt=0, description="default: 1e-4 for sft, 5e-6 otherwise (the paper's)")
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_length: int = Field(6000, ge=8, description="tokens per sequence, prompt and response")
+    micro_batch: int = Field(1, ge=1, description="examples per forward pass (IOPO: 4 sequences each)")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    lora: bool = True
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    reference: Literal["auto", "copy", "adapter", "precomputed"] = Field(
+        "auto", description="auto: adapter under LoRA, copy otherwise")
+    gradient_checkpointing: bool = False
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    limit: int | None = Field(None, ge=1, description="train on the first N examples only")
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (always at the end)")
+
+    @property
+    def output_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        data = Path(self.data)
+        run = data if data.is_dir() else data.parent if data.name == "manifest.json" else Path("runs")
+        return run / f"train-{self.method}"
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate or (1e-4 if self.method == "sft" else 5e-6)
+
+    @property
+    def reference_mode(self) -> str | None:
+        if self.method == "sft":
+            return None
+        if self.reference == "auto":
+            return "adapter" if self.lora else "copy"
+        if self.reference == "adapter" and not self.lora:
+            raise ConfigError("reference 'adapter' needs LoRA (lora: true); use copy or precomputed")
+        return self.reference
+
+
+def load_train_config(path: str | Path | None, overrides: dict) -> TrainConfig:
+    """Config file (optional) + overrides; keys whose value is None are left alone."""
+    data = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the training config ({exc})") from None
+    data |= {k: v for k, v in overrides.items() if v is not None}
+    try:
+        cfg = TrainConfig(**data)
+        cfg.reference_mode  # noqa: B018 -- validate the combination now, not mid-run
+        return cfg
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(f"{path or 'training parameters'}: {where}: {err['msg']}") from None

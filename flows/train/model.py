@@ -1,0 +1,105 @@
+"""Policy and reference: loading with transformers (+ peft for LoRA), and the one function that
+scores sequences, summed log-probs of the response tokens.
+
+The reference model, by `reference`:
+    copy         a second, frozen copy of the base weights (full fine-tuning; two models in memory)
+    adapter      the policy itself with its LoRA adapter disabled (one model in memory)
+    precomputed  log-probs computed once by the untrained policy before training and stored with
+                 the data (out/ref_logps.jsonl), so training holds one model and runs one pass less
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from flows.train.encode import IGNORE
+from flows.train.tiny import CHATML_TEMPLATE
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        log.warning("%s has no chat template; using ChatML", name)
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def load_model(name: str, dtype: torch.dtype, device: torch.device, trainable: bool = True):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
+    if not trainable:
+        model.eval().requires_grad_(False)
+    return model
+
+
+def add_lora(model, r: int, alpha: int, dropout: float):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                             target_modules="all-linear", task_type="CAUSAL_LM"))
+
+
+def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the log-prob of its labelled tokens summed, and how many there are."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    logits = logits[:, :-1]
+    token_logps = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=IGNORE, reduction="none").view(targets.shape)
+    mask = targets != IGNORE
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+class FrozenCopy:
+    """A second copy of the base model, frozen."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @torch.no_grad()
+    def logps(self, batch: dict, ids: list[str]) -> torch.Tensor:
+        return sequence_logps(self.model, batch)[0]
+
+
+class AdapterDisabled:
+    """The LoRA policy with its adapter switched off: the base weights, no second copy."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    @torch.no_grad()
+    def logps(self, batch: dict, ids: list[str]) -> torch.Tensor:
+        with self.policy.disable_adapter():
+            return sequence_logps(self.policy, batch)[0]
+
+
+class Precomputed:
+    """Reference log-probs looked up by example id; rows are sequence-major like the batch."""
+
+    def __init__(self, table: dict[str, dict[str, float]], names: tuple[str, ...]):
+        self.table, self.names = table, names
+
+    def logps(self, batch: dict, ids: list[str]) -> torch.Tensor:
+        values = [self.table[i][name] for name in self.names for i in ids]
+        return torch.tensor(values, dtype=torch.float32, device=batch["input_ids"].device)
