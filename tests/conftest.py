@@ -62,3 +62,58 @@ def assert_accounted(run_dir, n_seeds):
         rej = [r["seed_id"] for p in folder.glob("rejects-*.parquet") for r in read_rows(p)]
         assert len(set(out)) == len(out) and not set(out) & set(rej), stage
     return rows
+
+
+@pytest.fixture(scope="session")
+def sim_run_dir(tmp_path_factory):
+    """A trace build of 90 synthetic seeds on the simulator: enough that every split has rows."""
+    import json
+
+    out = tmp_path_factory.mktemp("splits") / "run"
+    config = out.parent / "c.yaml"
+    config.write_text("splits:\n  eval_size: 6\n  eval_fraction: 0.1\n")
+    seeds = out.parent / "seeds.jsonl"
+    topics = ["rivers", "tea", "chess", "bridges", "bees", "jazz", "glaciers", "compilers", "maps", "salt"]
+    seeds.write_text("".join(json.dumps({"text": f"Write a short note about {topics[i % 10]} for reader number {i}."})
+                             + "\n" for i in range(90)))
+    with start_sim() as server:
+        done = run_cli("run", "--seeds", seeds, "--base-url", server.base_url, "--out", out, "--quiet",
+                       "--config", config)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+TOY_WORDS = ["apple", "river", "stone", "cloud", "green", "seven", "music", "paper"]
+
+
+def toy_quadruples() -> list[dict]:
+    """IOPO quadruples in the official LLaMA-Factory layout: x1 asks for word a, x2 for word b;
+    y1 = a a, y2 = b b. A model can learn both preferences in a few steps."""
+    rows = []
+    for i, a in enumerate(TOY_WORDS):
+        b = TOY_WORDS[(i + 3) % len(TOY_WORDS)]
+        rows.append({"conversations": [{"from": "human", "value": f"Write one word. 1. Use the word {a};"},
+                                       {"from": "human", "value": f"Write one word. 1. Use the word {b};"}],
+                     "chosen": {"from": "gpt", "value": f"{a} {a}"},
+                     "rejected": {"from": "gpt", "value": f"{b} {b}"}})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Qwen2 with a byte-level BPE tokenizer and ChatML template, built in code."""
+    import json
+
+    from flows.train.tiny import save_tiny
+
+    texts = [json.dumps(r) for r in toy_quadruples()] + ["You are a helpful assistant. 你好，世界。"]
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model", texts)
+
+
+@pytest.fixture
+def toy_iopo_file(tmp_path):
+    import json
+
+    path = tmp_path / "toy_iopo.json"
+    path.write_text(json.dumps(toy_quadruples()), encoding="utf-8")
+    return path

@@ -1,5 +1,6 @@
 """The trace-build Prefect flow on Prefect's test harness: tasks per (stage, shard), artifacts."""
 import asyncio
+import json
 import time
 
 import pytest
@@ -48,3 +49,28 @@ def test_flow_runs_stages_as_tasks_and_reports(harness, sim, tmp_path):
     assert progress.get("trace-progress-taxonomy") == 100 and progress.get("trace-progress-iopo") == 100
     table = next(a for a in artifacts if a.key == "trace-build-funnel")
     assert "cache_hits" in str(table.data) and "requests" in str(table.data)
+
+
+def test_iopo_train_flow_reports_progress_metrics_and_summary(harness, tiny_model_dir, toy_iopo_file, tmp_path):
+    from flows.iopo_train import iopo_train
+
+    state = iopo_train(manifest=str(toy_iopo_file), model=str(tiny_model_dir), config=None, out=str(tmp_path / "t"),
+                       overrides={"max_steps": 4, "micro_batch": 4, "max_length": 128, "device": "cpu"},
+                       return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["steps"] == 4 and (tmp_path / "t" / "final").is_dir()
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    for _ in range(50):
+        found = {a.key: a for a in asyncio.run(artifacts())}
+        if {"iopo-train-progress", "iopo-train-metrics", "iopo-train-summary"} <= set(found):
+            break
+        time.sleep(0.2)
+    assert found["iopo-train-progress"].data == 100
+    table = json.loads(found["iopo-train-metrics"].data)
+    assert [row["step"] for row in table] == [1, 2, 3, 4] and "accuracy_x2" in table[-1]
+    assert "# iopo training" in found["iopo-train-summary"].data

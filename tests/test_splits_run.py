@@ -4,26 +4,13 @@ import json
 import datasets
 import pytest
 
-from conftest import assert_accounted, read_rows, run_cli
+from conftest import assert_accounted, read_rows
 from flows.splits import normalise_instruction, official_eval_instructions
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from conftest import start_sim
-
-    out = tmp_path_factory.mktemp("splits") / "run"
-    config = out.parent / "c.yaml"
-    config.write_text("splits:\n  eval_size: 6\n  eval_fraction: 0.1\n")
-    seeds = out.parent / "seeds.jsonl"  # enough seeds that every split gets rows on the simulator
-    topics = ["rivers", "tea", "chess", "bridges", "bees", "jazz", "glaciers", "compilers", "maps", "salt"]
-    seeds.write_text("".join(json.dumps({"text": f"Write a short note about {topics[i % 10]} for reader number {i}."}) + "\n"
-                             for i in range(90)))
-    with start_sim() as server:
-        done = run_cli("run", "--seeds", seeds, "--base-url", server.base_url, "--out", out, "--quiet",
-                       "--config", config)
-    assert done.returncode == 0, done.stderr
-    return out
+def run_dir(sim_run_dir):
+    return sim_run_dir
 
 
 def test_all_four_splits_and_accounting(run_dir):

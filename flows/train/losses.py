@@ -46,6 +46,8 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float) -> t
 def iopo_loss(pi: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], beta: float,
               method: str = "iopo") -> tuple[torch.Tensor, dict]:
     """`pi` and `ref` map sequence names (x1y1, x1y2, x2y2, x2y1) to summed log-probs."""
+    if method not in IOPO_METHODS:
+        raise ValueError(f"unknown IOPO method {method!r}; one of {', '.join(IOPO_METHODS)}")
     lr = {name: pi[name] - ref[name] for name in SEQUENCES[method]}
     out_x1 = beta * (lr["x1y1"] - lr["x1y2"])  # output preference given x1: y1 over y2
     in_y1 = beta * (lr["x1y1"] - lr["x2y1"])  # input preference for y1: x1 over x2
@@ -62,9 +64,7 @@ def iopo_loss(pi: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], beta: f
         return -F.logsigmoid((pi1 + pi2) / 2), metrics | {"pi1": pi1.detach(), "pi2": pi2.detach()}
     if method == "iopo-output-only":
         return -(F.logsigmoid(out_x1) + F.logsigmoid(out_x2)) / 2, metrics
-    if method == "iopo-input-only":
-        return -(F.logsigmoid(in_y1) + F.logsigmoid(in_y2)) / 2, metrics
-    raise ValueError(f"unknown IOPO method {method!r}; one of {', '.join(IOPO_METHODS)}")
+    return -(F.logsigmoid(in_y1) + F.logsigmoid(in_y2)) / 2, metrics  # iopo-input-only
 
 
 def preference_loss(method: str, pi: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],

@@ -64,11 +64,14 @@ def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the log-prob of its labelled tokens summed, and how many there are."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
-    logits = logits[:, :-1]
-    token_logps = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=IGNORE, reduction="none").view(targets.shape)
     mask = targets != IGNORE
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    # Only response positions go through the fp32 log-softmax: with a 150k vocabulary the
+    # prompt half of the logits would otherwise cost gigabytes for nothing.
+    picked = logits[:, :-1][mask].float()
+    token_logps = -F.cross_entropy(picked, targets[mask], reduction="none")
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]
+    sums = torch.zeros(targets.shape[0], dtype=torch.float32, device=targets.device).index_add(0, rows, token_logps)
+    return sums, mask.sum(-1)
 
 
 class FrozenCopy:

@@ -1,0 +1,229 @@
+"""What a training step costs per method: seconds per optimizer step and peak GPU memory of SFT, DPO,
+IOPO and IOPO with precomputed reference log-probs, on the same model, batch and sequence length,
+as ratios against SFT (the IOPO paper reports memory 1x / 2x / 4x and time 1x / 1.8x / 2.4x for
+SFT / DPO / IOPO).
+
+It runs the trainer's own code: the collator's sequence-major batches, `compute_loss` (policy and
+reference scoring, the loss) and the reference the trainer would use (a frozen second copy under
+full fine-tuning, the adapter switched off under LoRA, or the table `precompute_reference` fills),
+built by the trainer's `setup_models` (full fine-tuning: fp32 master weights, bf16 compute).
+The tokens are random (seeded, the same for every method): cost depends on shapes, not on text.
+Without `--model`, the model is a Qwen2 of a real size, randomly initialised from its config, so
+the script needs no weights and no network.
+
+    python benchmarks/train_cost.py                                  # qwen2-0.5b, 1024 tokens, full
+    python benchmarks/train_cost.py --size qwen2-1.5b --seq-len 2048
+    python benchmarks/train_cost.py --size qwen2-7b --lora --gradient-checkpointing --json cost.json
+    python benchmarks/train_cost.py --model /models/Qwen2-0.5B-Instruct --methods sft,iopo
+    python benchmarks/train_cost.py --size tiny --seq-len 64 --steps 3 --warmup 1   # CPU smoke test
+
+Seconds per step are the median over the timed steps; tokens/s counts every sequence of the step
+(IOPO: four per example); peak memory is torch's max_memory_allocated from building the models to
+the last step (n/a on the CPU).
+
+A method name ending in `-precomputed` (default: iopo-precomputed) trains that method against a
+table of reference log-probs filled by one no-grad pass before timing. A method that runs out of
+GPU memory is reported as OOM and the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from flows.train import model as M
+from flows.train.config import TrainConfig
+from flows.train.encode import IGNORE, Encoded, collate
+from flows.train.loop import compute_loss, setup_models
+from flows.train.methods import METHODS, SEQUENCES
+from flows.train.tiny import QWEN2_SIZES, qwen2_config
+
+# IOPO paper, training cost relative to SFT.
+PAPER = {"sft": {"memory": 1.0, "time": 1.0}, "dpo": {"memory": 2.0, "time": 1.8},
+         "iopo": {"memory": 4.0, "time": 2.4}}
+PRECOMPUTED = "-precomputed"
+
+
+def parse_method(name: str) -> tuple[str, str]:
+    """Benchmark name -> (training method, reference setting of TrainConfig)."""
+    method = name.removesuffix(PRECOMPUTED)
+    if method not in METHODS or (method == "sft" and name != method):
+        raise SystemExit(f"unknown method {name!r}: one of {', '.join(METHODS)}, "
+                         f"or a preference method + {PRECOMPUTED!r}")
+    return method, "precomputed" if name.endswith(PRECOMPUTED) else "auto"
+
+
+def random_examples(n: int, seq_len: int, vocab_size: int, seed: int) -> list[dict[str, list[int]]]:
+    """Token ids of x1, x2 (prompts, half the length) and y1, y2 (responses, the rest) per example,
+    so every method scores the same text: SFT's x1y1 is DPO's chosen and IOPO's first sequence."""
+    g = torch.Generator().manual_seed(seed)
+    n_prompt = seq_len // 2
+    sizes = {"x1": n_prompt, "x2": n_prompt, "y1": seq_len - n_prompt, "y2": seq_len - n_prompt}
+    return [{k: torch.randint(vocab_size, (size,), generator=g).tolist() for k, size in sizes.items()}
+            for _ in range(n)]
+
+
+def encode_random(example: dict[str, list[int]], method: str) -> dict[str, Encoded]:
+    """The sequences `method` scores, as the encoder lays them out: prompt masked in the labels."""
+    return {name: Encoded(example[name[:2]] + example[name[2:]], [IGNORE] * len(example[name[:2]]) + example[name[2:]])
+            for name in SEQUENCES[method]}
+
+
+def build_model(args, dtype: torch.dtype, device: torch.device, trainable: bool = True):
+    if args.model:
+        return M.load_model(args.model, dtype, device, trainable)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(args.seed)  # the same seed: the frozen reference copy equals the policy
+    with device:  # initialise on the GPU directly: a 7B model built on the CPU first takes minutes
+        model = AutoModelForCausalLM.from_config(qwen2_config(args.size), dtype=dtype)
+    if not trainable:
+        model.eval().requires_grad_(False)
+    return model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, args, examples, device: torch.device, dtype: torch.dtype) -> dict:
+    """Build policy and reference as `loop.train` does, then time warmup + steps optimizer steps."""
+    method, reference_setting = parse_method(name)
+    # compute_loss reads only method and beta; the rest mirrors a real run's settings.
+    cfg = TrainConfig(method=method, model=args.model or args.size, data="benchmark", lora=args.lora,
+                      reference=reference_setting, micro_batch=args.micro_batch, max_length=args.seq_len,
+                      gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype, device=args.device)
+    encoded = [encode_random(e, method) for e in examples]
+    ids = [f"example-{i}" for i in range(len(examples))]
+    batch = {k: v.to(device) for k, v in collate(encoded, method, pad_id=0).items()}
+
+    if device.type == "cuda":  # from here on: weights, reference, optimizer state, activations
+        torch.cuda.reset_peak_memory_stats(device)
+    policy, reference = setup_models(cfg, device, dtype, encoded, ids, pad_id=0,
+                                     load=lambda dt, trainable: build_model(args, dt, device, trainable))
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # One step as in loop.train with grad_accum 1: forward over all sequences, backward, clip, AdamW.
+    # Warmup steps are not timed: they allocate AdamW's state and pick the kernels.
+    seconds = []
+    for _ in range(args.warmup + args.steps):
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss, _ = compute_loss(cfg, policy, reference, batch, ids)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        seconds.append(time.perf_counter() - t0)
+    step_s = statistics.median(seconds[args.warmup:])
+    rows, width = batch["input_ids"].shape
+    return {
+        "method": name, "sequences": len(SEQUENCES[method]), "rows": rows, "reference": cfg.reference_mode,
+        "seconds_per_step": step_s, "tokens_per_s": rows * width / step_s,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "parameters": sum(p.numel() for p in policy.parameters()), "trainable": sum(p.numel() for p in params),
+        "loss": loss.item(),
+    }
+
+
+def free(device: torch.device) -> None:
+    """Drop what the last method left (its models are out of scope) so the next starts from zero."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def add_ratios(results: list[dict]) -> None:
+    sft = next((r for r in results if r["method"] == "sft" and not r.get("oom")), None)
+    for r in results:
+        ok = sft is not None and not r.get("oom")
+        r["time_ratio"] = r["seconds_per_step"] / sft["seconds_per_step"] if ok else None
+        mem_ok = ok and r["peak_memory_gib"] is not None
+        r["memory_ratio"] = r["peak_memory_gib"] / sft["peak_memory_gib"] if mem_ok else None
+
+
+def print_table(results: list[dict]) -> None:
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    print(f"{'method':<20} {'seqs':>4} {'s/step':>9} {'tokens/s':>10} {'peak GiB':>9} {'time x':>7} {'mem x':>7}")
+    for r in results:
+        if r.get("oom"):
+            print(f"{r['method']:<20} {r['sequences']:>4} {'OOM':>9}")
+            continue
+        print(f"{r['method']:<20} {r['sequences']:>4} {r['seconds_per_step']:>9.3f} {r['tokens_per_s']:>10.0f} "
+              f"{fmt(r['peak_memory_gib'], '.2f'):>9} {fmt(r['time_ratio'], '.2f'):>7} "
+              f"{fmt(r['memory_ratio'], '.2f'):>7}")
+    print("paper (vs SFT): memory " + " / ".join(f"{p['memory']:g}x" for p in PAPER.values())
+          + ", time " + " / ".join(f"{p['time']:g}x" for p in PAPER.values()) + " for SFT / DPO / IOPO")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="a local Hugging Face model folder; default: a random model of --size")
+    p.add_argument("--size", default="qwen2-0.5b", choices=list(QWEN2_SIZES))
+    p.add_argument("--methods", default="sft,dpo,iopo,iopo-precomputed")
+    p.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence; the first half is prompt")
+    p.add_argument("--micro-batch", type=int, default=1, help="examples per step (IOPO: 4 sequences each)")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    tuning = p.add_mutually_exclusive_group()
+    tuning.add_argument("--lora", dest="lora", action="store_true", help="LoRA adapter; reference: adapter off")
+    tuning.add_argument("--full", dest="lora", action="store_false",
+                        help="all weights, as the paper's ratios (default); reference: a frozen copy")
+    p.set_defaults(lora=False)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on CUDA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    if args.steps < 1 or args.seq_len < 2 or args.micro_batch < 1:
+        p.error("--steps and --micro-batch must be at least 1, --seq-len at least 2")
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for name in names:
+        parse_method(name)  # fail on a typo now, not after the first method has run
+    device = M.pick_device(args.device)
+    dtype = M.pick_dtype(args.dtype, device)
+    if args.model:
+        from transformers import AutoConfig
+
+        vocab_size = AutoConfig.from_pretrained(args.model).vocab_size
+    else:
+        vocab_size = qwen2_config(args.size).vocab_size
+    examples = random_examples(args.micro_batch, args.seq_len, vocab_size, args.seed)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"model {args.model or args.size + ' (random init)'}, {'LoRA' if args.lora else 'full'} fine-tuning, "
+          f"{args.seq_len} tokens/sequence, micro-batch {args.micro_batch}, {dtype}, "
+          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {gpu}", flush=True)
+
+    results = []
+    for name in names:
+        free(device)
+        try:
+            results.append(measure(name, args, examples, device, dtype))
+        except torch.cuda.OutOfMemoryError:
+            results.append({"method": name, "sequences": len(SEQUENCES[parse_method(name)[0]]), "oom": True})
+        free(device)
+        r = results[-1]
+        print(f"  {name}: " + ("OOM" if r.get("oom") else f"{r['seconds_per_step']:.3f} s/step"), flush=True)
+    add_ratios(results)
+    print_table(results)
+    if args.json:
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"settings": settings, "device": gpu, "dtype": str(dtype), "results": results,
+                                         "paper": PAPER}, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The training loop on a tiny Qwen2 built in code: gradients, references, learning, and runs
+from the official example file and from a trace-build run folder."""
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from flows.train import model as M
+from flows.train.config import TrainConfig
+from flows.train.encode import collate, encode_example
+from flows.train.examples import load_examples
+from flows.train.loop import compute_loss, train
+
+OFFICIAL_IOPO = "/work/shared/data/trace-eval/official_iopo_example.json"
+
+
+def toy_batch(model_dir, data, method="iopo"):
+    tokenizer = M.load_tokenizer(str(model_dir))
+    examples = load_examples(data, method)[:4]
+    encoded = [encode_example(tokenizer, e, method, 128) for e in examples]
+    return collate(encoded, method, tokenizer.pad_token_id), [e.id for e in examples]
+
+
+def config(model_dir, data, tmp_path, **kw):
+    return TrainConfig(**{"model": str(model_dir), "data": str(data), "out": str(tmp_path / "out"),
+                          "max_length": 128, "device": "cpu", **kw})
+
+
+def test_gradients_reach_the_policy_and_never_the_frozen_reference(tiny_model_dir, toy_iopo_file, tmp_path):
+    cfg = config(tiny_model_dir, toy_iopo_file, tmp_path, lora=False)
+    policy = M.load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"))
+    ref_model = M.load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), trainable=False)
+    before = {n: p.clone() for n, p in ref_model.named_parameters()}
+    batch, ids = toy_batch(tiny_model_dir, toy_iopo_file)
+    # a nudged policy, so that the loss has a gradient away from log 2
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.01 * torch.randn_like(policy.lm_head.weight))
+    loss, _ = compute_loss(cfg, policy, M.FrozenCopy(ref_model), batch, ids)
+    loss.backward()
+    grads = [p.grad for p in policy.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum().item() for g in grads) > 0
+    assert all(p.grad is None and not p.requires_grad for p in ref_model.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in ref_model.named_parameters())
+
+
+def test_under_lora_the_adapter_disabled_policy_is_the_base_model(tiny_model_dir, toy_iopo_file, tmp_path):
+    cpu = torch.device("cpu")
+    base = M.load_model(str(tiny_model_dir), torch.float32, cpu, trainable=False)
+    policy = M.add_lora(M.load_model(str(tiny_model_dir), torch.float32, cpu), r=4, alpha=8, dropout=0.0)
+    batch, ids = toy_batch(tiny_model_dir, toy_iopo_file)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=0.05)
+    cfg = config(tiny_model_dir, toy_iopo_file, tmp_path)
+    reference = M.AdapterDisabled(policy)
+    for _ in range(3):  # train the adapter away from zero
+        loss, _ = compute_loss(cfg, policy, reference, batch, ids)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        base_logps = M.sequence_logps(base, batch)[0]
+        policy_logps = M.sequence_logps(policy, batch)[0]
+    assert torch.allclose(reference.logps(batch, ids), base_logps, atol=1e-4)
+    assert not torch.allclose(policy_logps, base_logps, atol=1e-2)  # the adapter did change the policy
+    assert all(not p.requires_grad for n, p in policy.named_parameters() if "lora_" not in n)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_precomputed_reference_matches_the_live_reference(tiny_model_dir, toy_iopo_file, tmp_path, lora):
+    live = train(config(tiny_model_dir, toy_iopo_file, tmp_path / "live", lora=lora, max_steps=3, micro_batch=8,
+                        learning_rate=1e-2))
+    pre = train(config(tiny_model_dir, toy_iopo_file, tmp_path / "pre", lora=lora, max_steps=3, micro_batch=8,
+                       learning_rate=1e-2, reference="precomputed"))
+    assert pre["reference"] == "precomputed" and live["reference"] == ("adapter" if lora else "copy")
+    stored = [json.loads(line) for line in (tmp_path / "pre" / "out" / "ref_logps.jsonl").read_text().splitlines()]
+    assert len(stored) == 8 and set(stored[0]) == {"id", "x1y1", "x1y2", "x2y2", "x2y1"}
+    for key in ("loss", "logps_ref_x1y1", "logps_ref_x2y1", "accuracy_x2"):
+        assert pre["last"][key] == pytest.approx(live["last"][key], rel=1e-4, abs=1e-5), key
+
+
+def test_thirty_steps_of_iopo_lower_the_loss_and_raise_both_reward_accuracies(tiny_model_dir, toy_iopo_file,
+                                                                             tmp_path):
+    report = train(config(tiny_model_dir, toy_iopo_file, tmp_path, max_steps=30, micro_batch=4,
+                          learning_rate=1e-2, warmup_ratio=0.0))
+    history = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 30 and report["steps"] == 30
+    first, late = history[0], history[-5:]
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the start
+    assert sum(r["loss"] for r in late) / 5 < first["loss"] - 0.2
+    for half in ("accuracy_x1", "accuracy_x2"):
+        assert sum(r[half] for r in late) / 5 > first[half] + 0.5, half
+    assert (tmp_path / "out" / "final" / "adapter_config.json").exists()
+    assert {"tokens_per_s", "lr", "grad_norm", "logps_policy_x1y1", "logps_ref_x2y2", "margin_x2"} <= set(first)
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "iopo-light", "iopo-input-only", "iopo-output-only"])
+def test_every_method_trains_on_quadruples(tiny_model_dir, toy_iopo_file, tmp_path, method):
+    report = train(config(tiny_model_dir, toy_iopo_file, tmp_path, method=method, max_steps=8, micro_batch=4,
+                          learning_rate=1e-2, warmup_ratio=0.0))
+    assert report["last"]["loss"] < report["first"]["loss"], method
+
+
+def test_the_official_example_file_trains_one_step(tiny_model_dir, tmp_path):
+    report = train(config(tiny_model_dir, OFFICIAL_IOPO, tmp_path, max_steps=1, max_length=512))
+    assert report["examples"] == 1 and report["steps"] == 1
+    assert torch.isfinite(torch.tensor(report["last"]["loss"]))
+    assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (tmp_path / "out" / "final" / "adapter_model.safetensors").exists()
+
+
+def test_cli_trains_every_method_from_a_trace_build_run_folder(sim_run_dir, tiny_model_dir):
+    manifest = json.loads((sim_run_dir / "manifest.json").read_text())
+    for method, split in (("iopo", "iopo"), ("dpo", "dpo"), ("sft", "sft")):
+        assert manifest["splits"][split]["rows"] > 0
+        done = run_cli("train", "--data", sim_run_dir, "--model", tiny_model_dir, "--method", method,
+                       "--max-steps", 2, "--max-length", 256, "--device", "cpu", "--quiet")
+        assert done.returncode == 0, done.stderr
+        report = json.loads((sim_run_dir / f"train-{method}" / "train_report.json").read_text())
+        assert report["examples"] == manifest["splits"][split]["rows"] and report["steps"] == 2
+        assert f"# {method} training" in done.stdout
+
+
+def test_cli_names_a_bad_data_file_in_one_line(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"conversations": [{"from": "human", "value": "x"}], "chosen": "oops",
+                                "rejected": {"from": "gpt", "value": "z"}}]))
+    done = run_cli("train", "--data", bad, "--model", tiny_model_dir, "--method", "dpo", "--device", "cpu")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"trace-build: error: {bad}: row 0: field 'chosen' must be "
+                                                '{"from": "gpt", "value": text}']
+    done = run_cli("train", "--data", bad, "--model", tiny_model_dir, "--method", "dpo", "--beta", "-1")
+    assert done.returncode == 2 and "beta" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16_compute(tiny_model_dir, toy_iopo_file, tmp_path):
+    from flows.train.loop import setup_models
+
+    cfg = config(tiny_model_dir, toy_iopo_file, tmp_path, lora=False)
+    policy, reference = setup_models(cfg, torch.device("cpu"), torch.bfloat16, [], [], 0)
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}  # 5e-6 steps would vanish in bf16
+    assert {p.dtype for p in reference.model.parameters()} == {torch.bfloat16}  # the frozen copy needs no more
+
+
+def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, "benchmarks/train_cost.py", "--size", "tiny", "--seq-len", "32",
+                           "--steps", "1", "--warmup", "0", "--device", "cpu", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = {r["method"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(results) == ["sft", "dpo", "iopo", "iopo-precomputed"]
+    assert [results[m]["sequences"] for m in results] == [1, 2, 4, 4]
+    for method in ("dpo", "iopo", "iopo-precomputed"):  # first step: policy == reference
+        assert results[method]["loss"] == pytest.approx(0.6931, abs=1e-3), method
+    assert "paper (vs SFT)" in done.stdout
