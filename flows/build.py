@@ -18,7 +18,7 @@ from flows.contracts import PAIR_STAGES, SCHEMA_VERSION, SPLIT_REJECTS, STAGES, 
 from flows.llm.backends import llm_endpoints, resolve_api_key
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMClient
-from flows.pipeline import NoProgress, Progress, Tracker, run_all, shard_rows, untracked
+from flows.pipeline import NoProgress, Progress, StageClock, Tracker, run_all, shard_rows, untracked
 from flows.prompts import PromptLibrary, default_library
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.seeds import load_seeds
@@ -109,6 +109,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     progress.start(len(batch.rows), [stage.name for stage in stages])
     log.info("%d seeds in %d shards (%d rejected on input)", len(batch.rows), len(shards), len(batch.rejects))
 
+    clock = StageClock()
     cache = RequestCache(cfg.llm.cache_path or store.run_dir / "llm-cache.sqlite")
     with llm_endpoints(cfg.llm) as (base_urls, dialect):
         client = LLMClient(
@@ -121,19 +122,20 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)
             ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline)
-            outputs = await run_all(shards, stages, ctx, store, progress, track)
+            outputs = await run_all(shards, stages, ctx, store, progress, track, clock)
         finally:
             await client.aclose()
             cache.close()
 
     manifest = await step("splits-and-exports", write_outputs, cfg=cfg, store=store, outputs=outputs, model=model,
                           dialect=dialect, prompts=prompts, taxonomy=taxonomy,
-                          usage={stage: u.as_dict() for stage, u in client.usage.items()}, started=started)
+                          usage={stage: u.as_dict() for stage, u in client.usage.items()}, timing=clock.as_dict(),
+                          started=started)
     return BuildResult(store.run_dir, manifest, manifest["splits"]["sft"]["rows"])
 
 
 def write_outputs(cfg: RunConfig, store: ShardStore, outputs: dict[str, list[dict]], model: str, dialect: str,
-                  prompts: PromptLibrary, taxonomy, usage: dict, started: float) -> dict:
+                  prompts: PromptLibrary, taxonomy, usage: dict, started: float, timing: dict | None = None) -> dict:
     """Splits, reports, exports and the manifest, from the stages' output rows."""
     candidates, below_10 = split_candidates(outputs)
     references = official_eval_instructions() if cfg.splits.decontaminate_official_eval else []
@@ -158,6 +160,7 @@ def write_outputs(cfg: RunConfig, store: ShardStore, outputs: dict[str, list[dic
         "config": json.loads(cfg.model_dump_json()),
         "funnel": funnel(store.run_dir),
         "usage": usage,
+        "timing": timing or {},  # per stage: wall_s (first row in to last row out), row_s_mean
         "splits": {name: {"path": f"splits/{name}.parquet", "rows": len(rows)} for name, rows in result.splits.items()},
         "acceptance": acceptance(outputs, store),
     }

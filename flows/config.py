@@ -11,6 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flows.train.methods import METHODS
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message is one line for the user."""
@@ -85,6 +87,15 @@ class SplitsConfig(_Strict):
     decontaminate_official_eval: bool = Field(True, description="drop train rows that match the official Trace eval set")
 
 
+class TrainingConfig(_Strict):
+    """The training job a finished build starts (a Prefect deployment on the GPU pool)."""
+
+    trigger: bool = Field(False, description="start the training deployment when the build is done")
+    deployment: str = Field("iopo-train/gpu", description="flow-name/deployment-name to run")
+    method: Literal[METHODS] = Field("iopo", description="training method; its split must have rows")  # type: ignore[valid-type]
+    parameters: dict = Field(default_factory=dict, description="training settings for the run (configs/train.yaml keys)")
+
+
 class RunConfig(_Strict):
     seeds: str = "data/seeds"
     text_field: str = "text"
@@ -94,9 +105,11 @@ class RunConfig(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
 
-def _one_line(exc: ValidationError, source: str) -> str:
+def one_line(exc: ValidationError, source: str) -> str:
+    """A pydantic validation error as the one line a user reads."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(root)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -129,4 +142,4 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, source)) from None
+        raise ConfigError(one_line(exc, source)) from None

@@ -17,7 +17,6 @@ from prefect.artifacts import (
 )
 
 from flows.train.config import load_train_config
-from flows.train.loop import train
 from flows.train.report import metrics_table, summary_markdown
 
 
@@ -50,8 +49,10 @@ def iopo_train(
     """Train `model` with `method` on the splits named by a trace-build `manifest` (a run folder,
     its manifest.json, or a LLaMA-Factory JSON file). `overrides`: any training setting
     (beta, learning_rate, epochs, max_length, lora, reference, ...), as in configs/train.yaml."""
-    cfg = load_train_config(config, {**(overrides or {}), "data": manifest, "method": method, "model": model,
-                                     "out": out})
+    explicit = {"data": manifest, "method": method, "model": model, "out": out}
+    cfg = load_train_config(config, {**(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}})
+    from flows.train.loop import train  # torch: needed where the flow runs, not where it is deployed
+
     log = ArtifactLog()
     report = train(cfg, on_log=log)
     create_table_artifact(key="iopo-train-metrics", table=metrics_table(log.history),

@@ -11,6 +11,7 @@ instead of being computed again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Awaitable, Callable, Protocol
 
@@ -31,6 +32,29 @@ class NoProgress:
 
     def advance(self, stage: str, n: int = 1) -> None:
         pass
+
+
+class StageClock:
+    """Wall time per stage: rows overlap across stages, so a stage's time is the span from its
+    first row in to its last row out (this run's rows; resumed shards cost nothing), plus the
+    mean time one row spent in it."""
+
+    def __init__(self):
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.busy: dict[str, float] = defaultdict(float)
+        self.rows: dict[str, int] = defaultdict(int)
+
+    def record(self, stage: str, start: float, end: float) -> None:
+        self.first[stage] = min(self.first.get(stage, start), start)
+        self.last[stage] = max(self.last.get(stage, end), end)
+        self.busy[stage] += end - start
+        self.rows[stage] += 1
+
+    def as_dict(self) -> dict[str, dict]:
+        return {stage: {"wall_s": round(self.last[stage] - self.first[stage], 3),
+                        "row_s_mean": round(self.busy[stage] / self.rows[stage], 3), "rows": self.rows[stage]}
+                for stage in self.first}
 
 
 # Wraps the wait for one (stage, shard) to finish, e.g. as a Prefect task: (stage, shard, wait).
@@ -86,7 +110,8 @@ class StageShard:
 
 
 async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: StageContext, store: ShardStore,
-                    progress: Progress = NoProgress(), track: Tracker = untracked) -> dict[str, list[dict]]:
+                    progress: Progress = NoProgress(), track: Tracker = untracked,
+                    clock: StageClock | None = None) -> dict[str, list[dict]]:
     """One shard of seed rows through all stages (a chain that forks after stage 5, see
     contracts.PARENT); each stage's output rows, in seed order."""
     position = {row["seed_id"]: i for i, row in enumerate(rows)}
@@ -116,8 +141,12 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         collectors[stage.name] = StageShard(stage, shard, store, ctx.fingerprint(stage),
                                             lambda out, name=stage.name: on_done(name, out))
 
+    clock = clock or StageClock()
+
     async def walk(row: dict, stage: Stage) -> None:
+        start = time.monotonic()
         out, reject = await stage.run_row(row, ctx)
+        clock.record(stage.name, start, time.monotonic())
         progress.advance(stage.name)
         collectors[stage.name].add(position[row["seed_id"]], row, out, reject)
         if out is not None:
@@ -136,8 +165,9 @@ def shard_rows(rows: list[dict], shard_size: int) -> list[list[dict]]:
 
 
 async def run_all(shards: list[list[dict]], stages: list[Stage], ctx: StageContext, store: ShardStore,
-                  progress: Progress = NoProgress(), track: Tracker = untracked) -> dict[str, list[dict]]:
+                  progress: Progress = NoProgress(), track: Tracker = untracked,
+                  clock: StageClock | None = None) -> dict[str, list[dict]]:
     """Every shard at once; each stage's output rows over all shards, in shard order."""
-    per_shard = await asyncio.gather(*(run_shard(i, rows, stages, ctx, store, progress, track)
+    per_shard = await asyncio.gather(*(run_shard(i, rows, stages, ctx, store, progress, track, clock)
                                        for i, rows in enumerate(shards)))
     return {stage.name: [row for done in per_shard for row in done[stage.name]] for stage in stages}

@@ -17,9 +17,11 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from flows.build import build_trace
-from flows.config import load_config
+from flows.build import BuildResult, build_trace
+from flows.config import RunConfig, load_config
 from flows.report import format_funnel, reasons_text
+from flows.store import write_json_atomic
+from flows.train.trigger import training_request
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -80,6 +82,53 @@ class ArtifactProgress:
         await asyncio.gather(*(self._update(stage, 100.0) for stage in self._ids))
 
 
+async def start_training(cfg: RunConfig, result: BuildResult, method: str | None) -> dict:
+    """Start the training deployment on this run's splits without waiting for it (it runs on
+    the GPU pool); record what was started, or why nothing was, in the run's manifest."""
+    from prefect.deployments.flow_runs import arun_deployment
+
+    request = training_request(cfg.training, result.manifest, result.run_dir / "manifest.json", method)
+    record = {"deployment": request.deployment, "method": request.method}
+    try:
+        if request.parameters is None:
+            record["skipped"] = request.skipped
+            get_run_logger().warning("training not started: %s", request.skipped)
+        else:
+            run = await arun_deployment(request.deployment, parameters=request.parameters, timeout=0)
+            record |= {"flow_run_id": str(run.id), "flow_run_name": run.name, "parameters": request.parameters}
+            get_run_logger().info("started %s: flow run %s (%s)", request.deployment, run.name, run.id)
+    except Exception as exc:  # recorded, then the build fails: the user asked for a training run
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result.manifest["training"] = record
+        write_json_atomic(result.run_dir / "manifest.json", result.manifest)
+    return record
+
+
+def stage_table(manifest: dict) -> list[dict]:
+    """One row per stage: rows in / out / rejected by reason, LLM usage, and wall time."""
+    usage, timing = manifest["usage"], manifest.get("timing", {})
+    return [{"stage": r["stage"], "in": r["in"], "out": r["out"], "rejected": r["rejected"],
+             "reasons": reasons_text(r),
+             **{k: usage.get(r["stage"], {}).get(k, 0) for k in
+                ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries")},
+             "wall_s": timing.get(r["stage"], {}).get("wall_s", 0.0)}
+            for r in manifest["funnel"]]
+
+
+def summary_markdown(result: BuildResult, training: dict | None) -> str:
+    funnel = result.manifest["funnel"]
+    text = (f"# Trace build\n\nRun folder `{result.run_dir}`, model `{result.manifest['model']}`, "
+            f"{result.sft_rows} SFT rows.\n\n```\n{format_funnel(funnel)}\n```\n")
+    if training and training.get("flow_run_id"):
+        text += (f"\n## Training\n\nStarted `{training['deployment']}` ({training['method']}): flow run "
+                 f"`{training['flow_run_name']}`, id `{training['flow_run_id']}`.\n")
+    elif training:
+        text += f"\n## Training\n\nNot started: {training['skipped']}.\n"
+    return text
+
+
 @flow(name="trace-build", log_prints=True)
 async def trace_build(
     seeds: str = "data/seeds",
@@ -89,30 +138,29 @@ async def trace_build(
     backend: str | None = None,
     backend_model: str | None = None,
     config: str | None = None,
+    trigger_training: bool | None = None,
+    training_method: str | None = None,
 ) -> dict:
     """Build Trace data from seed instructions. Give base_urls of running OpenAI-compatible
-    servers, or a backend (simulated, embedded, vllm) to start for the run."""
+    servers, or a backend (simulated, embedded, vllm) to start for the run. With
+    trigger_training (or training.trigger in the config), start the training deployment
+    (default iopo-train/gpu) on the splits when the build is done."""
     cfg = load_config(config, {
         "seeds": seeds, "limit": limit, "out": out, "llm.base_urls": base_urls,
         "llm.backend": None if base_urls else backend, "llm.backend_model": backend_model,
+        "training.trigger": trigger_training, "training.method": training_method,
     })
     progress = ArtifactProgress()
     result = await build_trace(cfg, progress=progress, track=as_prefect_task, step=as_prefect_step)
     await progress.finish()
-    funnel, usage = result.manifest["funnel"], result.manifest["usage"]
-    print(format_funnel(funnel))
+    print(format_funnel(result.manifest["funnel"]))
     await create_table_artifact(
-        key="trace-build-funnel",
-        table=[{"stage": r["stage"], "in": r["in"], "out": r["out"], "rejected": r["rejected"],
-                "reasons": reasons_text(r), **{k: usage.get(r["stage"], {}).get(k, 0) for k in
-                ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "retries")}}
-               for r in funnel],
-        description="Per stage: rows in, out, rejected by reason; LLM requests, cache hits and tokens of this run",
+        key="trace-build-funnel", table=stage_table(result.manifest),
+        description="Per stage: rows in, out, rejected by reason; LLM requests, cache hits and tokens of this run; "
+                    "wall seconds from its first row in to its last row out",
     )
-    await create_markdown_artifact(
-        key="trace-build-summary",
-        markdown=f"# Trace build\n\nRun folder `{result.run_dir}`, model `{result.manifest['model']}`, "
-                 f"{result.sft_rows} SFT rows.\n\n```\n{format_funnel(funnel)}\n```\n",
-        description="Summary of the trace build",
-    )
-    return {"run_dir": str(result.run_dir), "sft_rows": result.sft_rows, "model": result.manifest["model"]}
+    training = await start_training(cfg, result, training_method) if cfg.training.trigger else None
+    await create_markdown_artifact(key="trace-build-summary", markdown=summary_markdown(result, training),
+                                   description="Summary of the trace build")
+    return {"run_dir": str(result.run_dir), "sft_rows": result.sft_rows, "model": result.manifest["model"],
+            "training_flow_run_id": (training or {}).get("flow_run_id")}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End to end with the real components a user runs: a Prefect server on a free port with its own
 # PREFECT_HOME, the work pool, `prefect deploy --all`, a worker, and
-# `prefect deployment run trace-build/manual --watch` (simulated LLM, a few seeds). Then the
-# flow run's state and artifacts are checked through the API, and the Prefect UI is opened on
+# `prefect deployment run trace-build/manual --watch` (simulated LLM, a few seeds) with the training
+# trigger on; a worker on the gpu pool trains a tiny model (built in code) on the CPU. Then the
+# flow run's state and artifacts, and the iopo-train/gpu run it started with its manifest (state,
+# artifacts, report), are checked through the API, and the Prefect UI is opened on
 # that run in headless Chromium: the page must show it Completed, and the screenshot is kept
 # under runs/e2e/. Everything started here is stopped by PID on the way out.
 #
@@ -20,7 +22,7 @@ export PREFECT_HOME="$WORK/prefect" PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_SERVER_EPHEMERAL_ENABLED=false
 export PREFECT_CLI_PROMPT=false PREFECT_WORKER_QUERY_SECONDS=1 COLUMNS=200
 mkdir -p "$PREFECT_HOME" "$OUT"
-SERVER_PID="" WORKER_PID=""
+SERVER_PID="" WORKER_PID="" GPU_WORKER_PID=""
 say() { printf '[e2e %3ss] %s\n' "$SECONDS" "$*"; }
 
 stop() {
@@ -31,7 +33,7 @@ stop() {
 }
 cleanup() {
   local rc=$?
-  stop "$WORKER_PID"; stop "$SERVER_PID"
+  stop "$GPU_WORKER_PID"; stop "$WORKER_PID"; stop "$SERVER_PID"
   if [ "$rc" != 0 ]; then tail -n 40 "$WORK"/*.log 2>/dev/null || true; fi
   rm -rf "$WORK"
   exit "$rc"
@@ -50,33 +52,70 @@ curl -fsS "$PREFECT_API_URL/health" >/dev/null
 say "server healthy on 127.0.0.1:$PORT"
 
 "$BIN/prefect" work-pool create local --type process --overwrite >/dev/null
+"$BIN/prefect" work-pool create gpu --type process --overwrite >/dev/null  # no worker: the training run waits
 "$BIN/prefect" deploy --all --no-prompt >"$WORK/deploy.log" 2>&1
 say "deployed: $(grep -o "'[a-z-]*/[a-z-]*'" "$WORK/deploy.log" | sort -u | tr '\n' ' ')"
 
 PATH="$BIN:$PATH" "$BIN/prefect" worker start --pool local >"$WORK/worker.log" 2>&1 &
 WORKER_PID=$!
+# A worker on the gpu pool too: here it trains a tiny model built in code on the CPU.
+PATH="$BIN:$PATH" "$BIN/prefect" worker start --pool gpu >"$WORK/worker-gpu.log" 2>&1 &
+GPU_WORKER_PID=$!
+"$BIN/python" -c "import sys; from flows.train.tiny import save_tiny; save_tiny(sys.argv[1], ['Write a note.'])" \
+  "$WORK/tiny-model" >/dev/null 2>&1
+cat >"$WORK/build.yaml" <<YAML
+training:
+  parameters: {model: "$WORK/tiny-model", max_steps: 2, max_length: 256, device: cpu, out: "$OUT/train"}
+YAML
 
+# The build starts the training deployment at its end (sft: 4 seeds give too few IOPO rows).
 "$BIN/prefect" deployment run trace-build/manual --param limit=4 --param "out=$OUT/run" \
+  --param trigger_training=true --param training_method=sft --param "config=$WORK/build.yaml" \
   --watch --watch-interval 1 --watch-timeout 300 >"$WORK/run.log" 2>&1
 FLOW_RUN_ID="$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$WORK/run.log" | head -1)"
 say "flow run $FLOW_RUN_ID completed"
 
-"$BIN/python" - "$FLOW_RUN_ID" <<'PY'
-import asyncio, sys
+"$BIN/python" - "$FLOW_RUN_ID" "$OUT/run" <<'PY'
+import asyncio, json, sys
+from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-async def main(flow_run_id):
+async def main(flow_run_id, run_dir):
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
         assert run.state.is_completed(), run.state
         arts = await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    keys = {a.key for a in arts}
-    assert {"trace-build-funnel", "trace-build-summary"} <= keys, keys
-    print(f"state {run.state.type.value}, artifacts {sorted(k for k in keys if k)}")
+        keys = {a.key for a in arts}
+        assert {"trace-build-funnel", "trace-build-summary"} <= keys, keys
+        # the training trigger: a run of iopo-train/gpu with this build's manifest, recorded in it
+        manifest_path = Path(run_dir).resolve() / "manifest.json"
+        training = json.loads(manifest_path.read_text())["training"]
+        train_run = await client.read_flow_run(training["flow_run_id"])
+        deployment = await client.read_deployment(train_run.deployment_id)
+        flow = await client.read_flow(deployment.flow_id)
+        assert f"{flow.name}/{deployment.name}" == "iopo-train/gpu", (flow.name, deployment.name)
+        assert train_run.parameters["manifest"] == str(manifest_path), train_run.parameters
+        assert train_run.parameters["method"] == "sft"
+        summary = next(a for a in arts if a.key == "trace-build-summary")
+        assert training["flow_run_id"] in summary.data, summary.data
+        for _ in range(240):  # the gpu worker picks it up and trains the tiny model
+            train_run = await client.read_flow_run(train_run.id)
+            if train_run.state.is_final():
+                break
+            await asyncio.sleep(0.5)
+        assert train_run.state.is_completed(), train_run.state
+        train_keys = {a.key for a in await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[train_run.id])))}
+        assert {"iopo-train-progress", "iopo-train-metrics", "iopo-train-summary"} <= train_keys, train_keys
+    report = json.loads((Path(run_dir).parent / "train" / "train_report.json").read_text())
+    assert report["method"] == "sft" and report["steps"] == 2, report
+    print(f"state {run.state.type.value}, artifacts {sorted(k for k in keys if k)}; "
+          f"training run {train_run.name} of iopo-train/gpu on the manifest: {train_run.state.type.value}, "
+          f"{report['steps']} steps, artifacts {sorted(train_keys)}")
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(*sys.argv[1:]))
 PY
 
 URL="http://127.0.0.1:$PORT/runs/flow-run/$FLOW_RUN_ID"

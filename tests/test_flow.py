@@ -47,8 +47,19 @@ def test_flow_runs_stages_as_tasks_and_reports(harness, sim, tmp_path):
     assert {"trace-build-funnel", "trace-build-summary"} <= {a.key for a in artifacts}
     progress = {a.key: a.data for a in artifacts if a.type == "progress"}
     assert progress.get("trace-progress-taxonomy") == 100 and progress.get("trace-progress-iopo") == 100
-    table = next(a for a in artifacts if a.key == "trace-build-funnel")
-    assert "cache_hits" in str(table.data) and "requests" in str(table.data)
+    table = {row["stage"]: row for row in json.loads(next(a for a in artifacts if a.key == "trace-build-funnel").data)}
+    assert table["respond"]["requests"] > 0 and "cache_hits" in table["respond"]
+    assert table["respond"]["wall_s"] > 0 and table["taxonomy"]["wall_s"] > 0  # time per stage
+
+
+def test_a_training_trigger_with_no_such_deployment_fails_the_run_and_is_recorded(harness, sim, tmp_path):
+    state = asyncio.run(trace_build(seeds=str(DEMO_SEEDS), limit=3, out=str(tmp_path / "run"),
+                                    base_urls=[sim.base_url], trigger_training=True, training_method="sft",
+                                    return_state=True))
+    assert state.is_failed()
+    training = json.loads((tmp_path / "run" / "manifest.json").read_text())["training"]
+    assert training["deployment"] == "iopo-train/gpu" and "ObjectNotFound" in training["error"]
+    assert "flow_run_id" not in training
 
 
 def test_iopo_train_flow_reports_progress_metrics_and_summary(harness, tiny_model_dir, toy_iopo_file, tmp_path):

@@ -29,7 +29,7 @@ def test_up_then_down(tmp_path):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/deployments/filter", data=b"{}",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as resp:
-            assert {d["name"] for d in json.loads(resp.read())} >= {"manual", "nightly"}
+            assert {d["name"] for d in json.loads(resp.read())} >= {"manual", "nightly", "gpu"}
         assert list_models(stack["llm"]) == ["simulated-trace"]
         again = run_cli("up", "--port", port, env=env)
         assert again.returncode == 2 and "already up" in again.stderr

@@ -158,3 +158,13 @@ def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
     for method in ("dpo", "iopo", "iopo-precomputed"):  # first step: policy == reference
         assert results[method]["loss"] == pytest.approx(0.6931, abs=1e-3), method
     assert "paper (vs SFT)" in done.stdout
+
+
+def test_checkpoints_accumulation_and_gradient_checkpointing(tiny_model_dir, toy_iopo_file, tmp_path):
+    report = train(config(tiny_model_dir, toy_iopo_file, tmp_path, lora=False, max_steps=4, micro_batch=2,
+                          grad_accum=2, gradient_checkpointing=True, save_steps=2, learning_rate=1e-3))
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # the end is `final`
+    assert (out / "final" / "model.safetensors").exists() and not list(out.glob("*.tmp"))
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [1, 2, 3, 4] and report["last"]["epoch"] == 1  # 8 examples, 4 per step

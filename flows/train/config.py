@@ -7,7 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flows.config import ConfigError
+from flows.config import ConfigError, one_line
 from flows.train.methods import METHODS
 
 
@@ -80,6 +80,4 @@ def load_train_config(path: str | Path | None, overrides: dict) -> TrainConfig:
         cfg.reference_mode  # noqa: B018 -- validate the combination now, not mid-run
         return cfg
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise ConfigError(f"{path or 'training parameters'}: {where}: {err['msg']}") from None
+        raise ConfigError(one_line(exc, str(path or "training parameters"))) from None

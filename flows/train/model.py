@@ -14,6 +14,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from flows.seeds import InputError
 from flows.train.encode import IGNORE
 from flows.train.tiny import CHATML_TEMPLATE
 
@@ -32,10 +33,18 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
 
 
+def _missing(name: str, exc: Exception) -> InputError:
+    return InputError(f"{name}: no model there: give a local model folder or a hub name already in the local "
+                      f"Hugging Face cache (training never downloads; {type(exc).__name__})")
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except OSError as exc:
+        raise _missing(name, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
@@ -47,7 +56,10 @@ def load_tokenizer(name: str):
 def load_model(name: str, dtype: torch.dtype, device: torch.device, trainable: bool = True):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True).to(device)
+    except OSError as exc:
+        raise _missing(name, exc) from None
     if not trainable:
         model.eval().requires_grad_(False)
     return model
