@@ -21,6 +21,7 @@ from flows.llm.client import LLMClient
 from flows.pipeline import NoProgress, Progress, StageClock, Tracker, run_all, shard_rows, untracked
 from flows.prompts import PromptLibrary, default_library
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
+from flows.rules import agreement
 from flows.seeds import load_seeds
 from flows.splits import SplitConfig, build_splits, official_eval_instructions
 from flows.exports import write_exports
@@ -61,6 +62,7 @@ def split_candidates(outputs: dict[str, list[dict]]) -> tuple[dict[str, list[dic
             sft.append(with_messages(row))
         else:
             low = [f"{s['constraint_id']}={s['score']}" for s in row["scores"] if s["score"] < 10]
+            low += [f"{s['constraint_id']}:rule_failed" for s in row["scores"] if s.get("rule_passed") is False]
             below.append({"row_id": row["row_id"], "seed_id": row["seed_id"], "split": "sft",
                           "reason": "score_below_10", "detail": ", ".join(low)})
     candidates = {"sft": sft}
@@ -163,6 +165,8 @@ def write_outputs(cfg: RunConfig, store: ShardStore, outputs: dict[str, list[dic
         "timing": timing or {},  # per stage: wall_s (first row in to last row out), row_s_mean
         "splits": {name: {"path": f"splits/{name}.parquet", "rows": len(rows)} for name, rows in result.splits.items()},
         "acceptance": acceptance(outputs, store),
+        # stage 5: how often the rule checks and the judge agree, per dimension
+        "rule_agreement": agreement([(r["scores"], r["constraints"]) for r in outputs["respond"]]),
     }
     card = {"funnel": manifest["funnel"], "models": [model], "templates": manifest["templates"],
             "taxonomy_version": manifest["taxonomy_version"], "acceptance": manifest["acceptance"]}

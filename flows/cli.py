@@ -173,6 +173,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from flows.config import EvalConfig
+    from flows.evaluation import PHASES, evaluate, metrics_markdown
+
+    overrides = {"data": args.data, "limit": args.limit, "out": args.out, "model.base_urls": args.base_url,
+                 "model.model": args.model, "model.backend": None if args.base_url else args.backend,
+                 "model.backend_model": args.backend_model, "rule_checks": False if args.no_rule_checks else None}
+    if args.judge_base_url or args.judge_backend or args.judge_model:
+        overrides |= {"judge.base_urls": args.judge_base_url, "judge.model": args.judge_model,
+                      "judge.backend": None if args.judge_base_url else args.judge_backend,
+                      "judge.backend_model": args.judge_backend_model}
+    cfg = load_config(args.config, overrides, model=EvalConfig)
+    progress = TqdmProgress(enabled=not args.quiet)
+    try:
+        result = aio.run(evaluate(cfg, progress))
+    finally:
+        progress.close()
+    print(metrics_markdown(result.metrics, result.metrics["model"], result.metrics["judge"]))
+    print(f"rows: {result.out_dir / 'rows.parquet'}  results: {result.out_dir / 'results.json'}  ({', '.join(PHASES)})")
+    return 0
+
+
 def cmd_down(args) -> int:
     from flows.stack import down, state_folder
 
@@ -244,6 +266,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model with the Trace protocol (IF-S, IF-M) and a judge")
+    e.add_argument("--data", help="official-layout eval JSONL or a run folder (default: the official 1,042 rows)")
+    e.add_argument("--limit", type=int, help="the first N rows only")
+    e.add_argument("--out", help="results folder (default runs/eval); rerunning reuses every cached answer")
+    e.add_argument("--base-url", action="append", help="the model under test: OpenAI-compatible /v1 URL")
+    e.add_argument("--model", help="model name to request from it")
+    e.add_argument("--backend", choices=["embedded", "simulated", "vllm"], help="start this backend as the model")
+    e.add_argument("--backend-model", help="model the started backend serves")
+    e.add_argument("--judge-base-url", action="append", help="the judge (default: the model under test's server)")
+    e.add_argument("--judge-model", help="judge model name")
+    e.add_argument("--judge-backend", choices=["embedded", "simulated", "vllm"], help="start this backend as the judge")
+    e.add_argument("--judge-backend-model", help="model the judge backend serves")
+    e.add_argument("--no-rule-checks", action="store_true", help="the judge alone; no rule checks")
+    e.add_argument("--config", help="YAML evaluation config (keys of flows.config.EvalConfig)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_eval)
 
     st = sub.add_parser("status", help="print the funnel of a run folder")
     st.add_argument("run", nargs="?", default="runs/latest")

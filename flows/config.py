@@ -58,6 +58,8 @@ class SamplingConfig(_Strict):
     grade_max_tokens: int = 1536
     worsen_max_tokens: int = 1536
     edit_max_tokens: int = 768
+    checks_temperature: float = 0.0
+    checks_max_tokens: int = 1024
 
 
 class PipelineConfig(_Strict):
@@ -68,6 +70,9 @@ class PipelineConfig(_Strict):
         None, description="distribution of constraints per instruction; default: the paper's train histogram")
     max_constraints: int = Field(15, ge=1)
     preference_data: bool = Field(True, description="build DPO pairs and IOPO quadruples after stage 5")
+    rule_checks: bool = Field(True, description="extract rule checks for checkable constraints in stage 3")
+    rule_policy: Literal["both", "judge", "rule"] = Field(
+        "both", description="who decides a checkable constraint: both (score 10 and rule passed), judge, rule")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
     @field_validator("constraint_counts")
@@ -116,8 +121,27 @@ def one_line(exc: ValidationError, source: str) -> str:
     return f"{source}: {where}: {err['msg']}{more}"
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML config (optional), apply dotted overrides like {"llm.base_urls": [...]}."""
+class EvalConfig(_Strict):
+    """A Trace evaluation: the model under test, the judge, and how they are asked."""
+
+    data: str | None = Field(None, description="official-layout eval JSONL or a run folder; default: the official set")
+    out: str = "runs/eval"
+    limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
+    model: LLMConfig = Field(default_factory=LLMConfig, description="the model under test")
+    judge: LLMConfig | None = Field(None, description="the judge; default: the model under test's server")
+    answer_temperature: float = 0.1
+    answer_max_tokens: int = Field(2048, ge=1)
+    judge_temperature: float = 0.0
+    judge_max_tokens: int = Field(2048, ge=1)
+    checks_max_tokens: int = Field(1024, ge=1)
+    seed: int = 0
+    rule_checks: bool = Field(True, description="extract rule checks (once, cached) and run them beside the judge")
+    rule_policy: Literal["both", "judge", "rule"] = "both"
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None, model: type = RunConfig):
+    """Read a YAML config (optional), apply dotted overrides like {"llm.base_urls": [...]}, and
+    validate it as `model` (RunConfig, or EvalConfig for an evaluation)."""
     data: dict = {}
     source = "config"
     if path is not None:
@@ -140,6 +164,6 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             node = node.setdefault(part, {})
         node[leaf] = value
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(exc, source)) from None

@@ -39,8 +39,12 @@ _NEW_TYPE = pa.struct([("name", pa.string()), ("description", pa.string())])
 _CONSTRAINT = pa.struct([
     ("id", pa.string()), ("text", pa.string()), ("dimension", pa.string()),
     ("dimension_zh", pa.string()), ("type", pa.string()),
+    ("check", pa.string()),  # JSON rule-check spec (flows/checks.py) where a rule can decide it, else null
 ])
-_SCORE = pa.struct([("constraint_id", pa.string()), ("score", pa.int32()), ("explanation", pa.string())])
+_SCORE = pa.struct([
+    ("constraint_id", pa.string()), ("score", pa.int32()), ("explanation", pa.string()),
+    ("rule_passed", pa.bool_()), ("rule_reason", pa.string()),  # null where the constraint has no check
+])
 
 STAGE_COLUMNS: dict[str, list[pa.Field]] = {
     "seeds": SEED,
@@ -69,7 +73,7 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
         pa.field("scores", pa.list_(_SCORE)),
         pa.field("overall", pa.int32()),
         pa.field("overall_explanation", pa.string()),
-        pa.field("full_score", pa.bool_()),  # every constraint scored 10
+        pa.field("full_score", pa.bool_()),  # every constraint passed (score 10; and its rule, by the policy)
     ],
     # y_win = response (scored 10 everywhere); y_lose made worse on purpose, graded the same way
     "dpo": [
@@ -107,6 +111,28 @@ SPLIT_STAGE = {"sft": "respond", "eval": "respond", "dpo": "dpo", "iopo": "iopo"
 SPLIT_REJECTS = pa.schema([
     pa.field("row_id", pa.string(), nullable=False), pa.field("seed_id", pa.string(), nullable=False),
     pa.field("split", pa.string()), pa.field("reason", pa.string(), nullable=False), pa.field("detail", pa.string()),
+])
+
+
+# One row of a Trace evaluation (flows/evaluation.py): the answer, the judge's scores with rule
+# verdicts beside them, and whether the instruction was followed, by each reading.
+EVAL_ROW = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("category", pa.string()),
+    pa.field("n_constraints", pa.int32()),
+    pa.field("prompt", pa.string()),
+    pa.field("answer", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("judge_model", pa.string()),
+    pa.field("constraints", pa.list_(_CONSTRAINT)),
+    pa.field("scores", pa.list_(_SCORE)),
+    pa.field("overall", pa.int32()),
+    pa.field("overall_explanation", pa.string()),
+    pa.field("followed_strict", pa.bool_()),  # every constraint passed, by the rule policy
+    pa.field("followed_judge", pa.bool_()),  # every constraint scored 10 (the judge alone)
+    pa.field("followed_overall", pa.bool_()),  # overall score 10
+    pa.field("failure", pa.string()),  # answer_failed:<reason> | judge_failed:<reason>; null when scored
+    pa.field("checks_failure", pa.string()),  # rule-check extraction failed (the judge still scored)
 ])
 
 

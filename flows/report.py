@@ -95,3 +95,12 @@ def taxonomy_report_markdown(report: dict) -> str:
         lines.append(f"- **{c['name']}** ({c['count']} seeds): {'; '.join(c['descriptions'])}")
         lines += [f"  - e.g. {s}" for s in c["example_seeds"]]
     return "\n".join(lines) + "\n"
+
+
+def agreement_markdown(agreement: dict) -> str:
+    """Rule checks vs the judge (flows.rules.agreement) as a markdown section; empty when none."""
+    if not agreement:
+        return ""
+    lines = ["", "## Rule checks vs judge", "", "| dimension | constraints | agree | rate |", "|---|---|---|---|"]
+    lines += [f"| {dim} | {a['n']} | {a['agree']} | {a['rate']:.2f} |" for dim, a in agreement.items()]
+    return "\n".join(lines) + "\n"

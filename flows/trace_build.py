@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.build import BuildResult, build_trace
 from flows.config import RunConfig, load_config
-from flows.report import format_funnel, reasons_text
+from flows.report import agreement_markdown, format_funnel, reasons_text
 from flows.store import write_json_atomic
 from flows.train.trigger import training_request
 
@@ -42,12 +42,12 @@ async def as_prefect_step(name: str, fn, **kwargs):
 
 
 class ArtifactProgress:
-    """One Prefect progress artifact per stage (key trace-progress-<stage>): the share of the
-    run's seeds that have left the stage, updated at most every `every` seconds without ever
-    blocking the event loop that drives the LLM requests; 100 once the build is done."""
+    """One Prefect progress artifact per stage (key <prefix>-<stage>): the share of the run's
+    rows that have left the stage, updated at most every `every` seconds without ever blocking
+    the event loop that drives the LLM requests; 100 once the run is done."""
 
-    def __init__(self, every: float = 2.0):
-        self.every = every
+    def __init__(self, every: float = 2.0, prefix: str = "trace-progress", unit: str = "seeds"):
+        self.every, self.prefix, self.unit = every, prefix, unit
         self._ids: dict[str, asyncio.Task] = {}
         self._done: dict[str, int] = {}
         self._last: dict[str, float] = {}
@@ -65,7 +65,7 @@ class ArtifactProgress:
         for stage in stages:
             self._done[stage], self._last[stage] = 0, 0.0
             self._ids[stage] = self._spawn(acreate_progress_artifact(
-                0.0, key=f"trace-progress-{stage}", description=f"{stage}: share of {total} seeds through"))
+                0.0, key=f"{self.prefix}-{stage}", description=f"{stage}: share of {total} {self.unit} through"))
 
     def advance(self, stage: str, n: int = 1) -> None:
         self._done[stage] += n
@@ -121,6 +121,7 @@ def summary_markdown(result: BuildResult, training: dict | None) -> str:
     funnel = result.manifest["funnel"]
     text = (f"# Trace build\n\nRun folder `{result.run_dir}`, model `{result.manifest['model']}`, "
             f"{result.sft_rows} SFT rows.\n\n```\n{format_funnel(funnel)}\n```\n")
+    text += agreement_markdown(result.manifest.get("rule_agreement", {}))
     if training and training.get("flow_run_id"):
         text += (f"\n## Training\n\nStarted `{training['deployment']}` ({training['method']}): flow run "
                  f"`{training['flow_run_name']}`, id `{training['flow_run_id']}`.\n")

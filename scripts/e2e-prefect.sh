@@ -4,9 +4,10 @@
 # `prefect deployment run trace-build/manual --watch` (simulated LLM, a few seeds) with the training
 # trigger on; a worker on the gpu pool trains a tiny model (built in code) on the CPU. Then the
 # flow run's state and artifacts, and the iopo-train/gpu run it started with its manifest (state,
-# artifacts, report), are checked through the API, and the Prefect UI is opened on
+# artifacts, report), are checked through the API, the Prefect UI is opened on
 # that run in headless Chromium: the page must show it Completed, and the screenshot is kept
-# under runs/e2e/. Everything started here is stopped by PID on the way out.
+# under runs/e2e/; last, trace-eval/manual evaluates 3 official rows. Everything started here is
+# stopped by PID on the way out.
 #
 #   scripts/e2e-prefect.sh            (the project venv in .venv; chromium from Debian)
 set -euo pipefail
@@ -127,4 +128,14 @@ grep -q "Completed" "$WORK/page.html" || { echo "the UI page of $URL does not sh
 "${CHROME[@]}" --screenshot="$OUT/flow-run.png" "$URL" 2>>"$WORK/chrome.log"
 [ -s "$OUT/flow-run.png" ]
 say "UI shows the run Completed; screenshot $OUT/flow-run.png"
+
+# The evaluation deployment: a few official rows, the simulated LLM as model and judge.
+"$BIN/prefect" deployment run trace-eval/manual --param limit=3 --param "out=$OUT/eval" \
+  --watch --watch-interval 1 --watch-timeout 300 >"$WORK/eval.log" 2>&1
+"$BIN/python" -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r['rows'] == 3 and r['scored'] + sum(r['failures'].values()) >= 3, r
+print('trace-eval/manual: IF-S', r['if_s']['strict'], 'IF-M', r['if_m']['strict'])" "$OUT/eval/results.json"
+say "trace-eval/manual completed"
 echo "e2e: 1 passed, 0 failed"

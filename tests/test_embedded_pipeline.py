@@ -25,3 +25,22 @@ def test_two_seeds_through_all_stages_on_the_embedded_model(tmp_path):
     assert manifest["usage"]["taxonomy"]["requests"] >= 1
     tagged = read_rows(out / "stages" / "taxonomy" / "shard-00000.parquet")
     assert all(row["model"] == "qwen2.5-coder-0.5b" for row in tagged)
+
+
+def test_three_official_rows_with_the_embedded_model_as_model_and_judge(tmp_path):
+    out = tmp_path / "eval"
+    done = run_cli("eval", "--config", "configs/eval-embedded.yaml", "--backend-model", "qwen2.5-coder-0.5b",
+                   "--limit", 3, "--out", out, "--quiet", timeout=1500)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = read_rows(out / "rows.parquet")
+    assert len(rows) == results["rows"] == 3
+    assert results["model"] == results["judge"] == "qwen2.5-coder-0.5b"
+    for row in rows:  # a score for every constraint, or the failure recorded: not the quality
+        if row["failure"] is None:
+            assert len(row["scores"]) == row["n_constraints"] and 0 <= row["overall"] <= 10
+            assert all(0 <= s["score"] <= 10 for s in row["scores"])
+        else:
+            assert row["failure"].split(":")[0] in ("answer_failed", "judge_failed")
+    judge_failed = sum(n for reason, n in results["failures"].items() if reason.startswith("judge_failed"))
+    assert results["scored"] + judge_failed == 3

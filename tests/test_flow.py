@@ -85,3 +85,23 @@ def test_iopo_train_flow_reports_progress_metrics_and_summary(harness, tiny_mode
     table = json.loads(found["iopo-train-metrics"].data)
     assert [row["step"] for row in table] == [1, 2, 3, 4] and "accuracy_x2" in table[-1]
     assert "# iopo training" in found["iopo-train-summary"].data
+
+
+def test_trace_eval_flow_reports_progress_and_result_tables(harness, sim, tmp_path):
+    from flows.trace_eval import trace_eval
+
+    state = asyncio.run(trace_eval(limit=4, out=str(tmp_path / "eval"), base_urls=[sim.base_url], return_state=True))
+    assert state.is_completed(), state
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["rows"] == 4
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    for _ in range(50):
+        found = {a.key: a for a in asyncio.run(artifacts())}
+        if {"trace-eval-results", "trace-eval-progress-judge"} <= set(found):
+            break
+        time.sleep(0.2)
+    assert "| IF-S |" in found["trace-eval-results"].data and "## By dimension" in found["trace-eval-results"].data
+    assert found["trace-eval-progress-answer"].data == 100 and found["trace-eval-progress-judge"].data == 100

@@ -61,8 +61,11 @@ class SimulatorConfig:
     length_rate: float = 0.0  # finish_reason "length", content truncated
     score_ten_rate: float = 0.85  # P(10) for an integer field with minimum 0, maximum 10
     true_rate: float = 0.9  # P(true) for a boolean field
+    any_of: str = "first"  # anyOf/oneOf: "first" option (e.g. null where null comes first) or "random"
 
     def __post_init__(self) -> None:
+        if self.any_of not in ("first", "random"):
+            raise ValueError(f"any_of must be 'first' or 'random', not {self.any_of!r}")
         if self.latency not in ("constant", "longtail"):
             raise ValueError(f"latency must be 'constant' or 'longtail', not {self.latency!r}")
         if self.capacity < 1:
@@ -173,7 +176,9 @@ class SchemaFiller:
             return self.rng.choice(schema["enum"])
         for key in ("anyOf", "oneOf"):
             if schema.get(key):
-                return self.value(schema[key][0], depth + 1)
+                options = schema[key]
+                pick = self.rng.choice(options) if self.config.any_of == "random" else options[0]
+                return self.value(pick, depth + 1)
         if schema.get("allOf"):
             merged: dict = {}
             for part in [self.resolve(p) for p in schema["allOf"]] + [schema]:
@@ -597,6 +602,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Simul
         kwargs: dict[str, Any] = {"type": type(default), "default": default}
         if f.name == "latency":
             kwargs["choices"] = ["constant", "longtail"]
+        if f.name == "any_of":
+            kwargs["choices"] = ["first", "random"]
         parser.add_argument(_flag(f.name), **kwargs)
     args = parser.parse_args(argv)
     config = SimulatorConfig(**{f.name: getattr(args, f.name) for f in fields(SimulatorConfig)})

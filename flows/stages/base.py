@@ -22,7 +22,7 @@ log = logging.getLogger("trace_build.stages")
 
 
 # Where each call sits in a row's chain: earlier calls have more work behind them and go first.
-CALL_ORDER = {"tag_taxonomy": 0, "expand": 1, "structure": 2, "check_completeness": 3,
+CALL_ORDER = {"tag_taxonomy": 0, "expand": 1, "structure": 2, "extract_checks": 2, "check_completeness": 3,
               "check_redundancy": 3, "respond": 4, "grade": 5, "worsen": 6, "iopo_edit": 6}
 
 

@@ -19,16 +19,17 @@ from flows.stages.structure import _NUMBERING
 EDIT_OPS = ("add", "delete", "revise")
 
 
-def four_pairing_verdict(s11: list[dict], s22: list[dict], s12: list[dict], s21: list[dict]) -> str | None:
+def four_pairing_verdict(s11: list[dict], s22: list[dict], s12: list[dict], s21: list[dict],
+                         policy: str = "both") -> str | None:
     """None when (x1, y1, x2, y2) is a valid quadruple, else the reject reason.
-    sAB = scores of answer yA against instruction xB."""
-    if not full_score(s11):
+    sAB = scores of answer yA against instruction xB (passing per the rule policy)."""
+    if not full_score(s11, policy):
         return "y1_not_full_score_on_x1"
-    if not full_score(s22):
+    if not full_score(s22, policy):
         return "y2_not_full_score_on_x2"
-    if full_score(s12):
+    if full_score(s12, policy):
         return "y1_still_complies_with_x2"
-    if full_score(s21):
+    if full_score(s21, policy):
         return "y2_still_complies_with_x1"
     return None
 
@@ -62,7 +63,7 @@ def apply_edit(op: str, data: dict, constraints: list[dict], taxonomy) -> tuple[
         for item in data["new_constraints"]:
             dim = taxonomy.dimension(item["dimension"])
             added.append({"id": "", "text": _NUMBERING.sub("", item["text"]).strip(), "dimension": dim.id,
-                          "dimension_zh": dim.zh, "type": dim.type})
+                          "dimension_zh": dim.zh, "type": dim.type, "check": None})
         new = renumber(constraints + added)
         return new, [c["id"] for c in new[len(constraints):]]
     if op == "delete":
@@ -74,7 +75,8 @@ def apply_edit(op: str, data: dict, constraints: list[dict], taxonomy) -> tuple[
     revised = {r["number"] - 1: _NUMBERING.sub("", r["text"]).strip() for r in data["revisions"]}
     if any(constraints[i]["text"] == text or not text for i, text in revised.items()):
         raise Reject("edit_invalid", "a revision left the constraint unchanged or empty")
-    return [{**c, "text": revised.get(i, c["text"])} for i, c in enumerate(constraints)], \
+    # A revised constraint loses its rule check: the check was made for the old text.
+    return [{**c, "text": revised[i], "check": None} if i in revised else c for i, c in enumerate(constraints)], \
         [constraints[i]["id"] for i in sorted(revised)]
 
 
@@ -89,7 +91,7 @@ class DPOStage(Stage):
                                instruction=row["prompt"], response=row["response"])
         rejected = worse.content.strip()
         scores, overall, _ = await grade(self, ctx, trace, row, row["constraints"], rejected)
-        if full_score(scores):
+        if full_score(scores, ctx.config.rule_policy):
             raise Reject("rejected_not_worse", "the worsened answer still scored 10 on every constraint")
         return {"rejected_response": rejected, "rejected_scores": scores, "rejected_overall": overall}
 
@@ -122,7 +124,7 @@ class IOPOStage(Stage):
             grade(self, ctx, trace, row, constraints2, row["response"]),
             grade(self, ctx, trace, row, constraints, response2),
         )
-        verdict = four_pairing_verdict(row["scores"], s22, s12, s21)
+        verdict = four_pairing_verdict(row["scores"], s22, s12, s21, ctx.config.rule_policy)
         if verdict:
             raise Reject(verdict, f"op={op}; changed {', '.join(changed)}")
         return {"edit_op": op, "edited_constraint_ids": changed, "constraints2": constraints2,

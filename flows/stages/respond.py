@@ -5,6 +5,7 @@ stages, which grade other answers against other constraint lists the same way.""
 from __future__ import annotations
 
 from flows.contracts import serialise_instruction
+from flows.rules import passes, with_rule_verdicts
 from flows.stages.base import RowTrace, Stage, StageContext
 
 
@@ -30,20 +31,27 @@ def instruction_text(description: str, constraints: list[dict], input_text: str)
     return serialise_instruction(description, lines, input_text)
 
 
-def full_score(scores: list[dict]) -> bool:
-    return all(s["score"] == 10 for s in scores)
+def full_score(scores: list[dict], policy: str = "both") -> bool:
+    """Every constraint passed: scored 10, and passed its rule check where the policy asks."""
+    return all(passes(s, policy) for s in scores)
+
+
+def scores_from(data: dict, constraints: list[dict], response: str) -> list[dict]:
+    """The judge's per-constraint scores (grade_schema output), with the rule verdicts beside them."""
+    scores = [{"constraint_id": c["id"], "score": int(s["score"]), "explanation": s["explanation"]}
+              for c, s in zip(constraints, data["scores"])]
+    return with_rule_verdicts(scores, constraints, response)
 
 
 async def grade(stage: Stage, ctx: StageContext, trace: RowTrace, row: dict, constraints: list[dict],
                 response: str) -> tuple[list[dict], int, str]:
-    """(per-constraint scores, overall, overall explanation) of `response` against the row's
-    description and input with `constraints`."""
+    """(per-constraint scores with rule verdicts, overall, overall explanation) of `response`
+    against the row's description and input with `constraints`."""
     result = await stage.ask(
         ctx, trace, row, "grade", "grade", grade_schema(len(constraints)),
         description=row["description"], constraints=constraints, input=row["input"], response=response,
     )
-    scores = [{"constraint_id": c["id"], "score": int(s["score"]), "explanation": s["explanation"]}
-              for c, s in zip(constraints, result.data["scores"])]
+    scores = scores_from(result.data, constraints, response)
     return scores, int(result.data["overall"]), result.data["overall_explanation"]
 
 
@@ -57,4 +65,4 @@ class RespondStage(Stage):
         response = answer.content.strip()
         scores, overall, explanation = await grade(self, ctx, trace, row, row["constraints"], response)
         return {"prompt": prompt, "response": response, "scores": scores, "overall": overall,
-                "overall_explanation": explanation, "full_score": full_score(scores)}
+                "overall_explanation": explanation, "full_score": full_score(scores, ctx.config.rule_policy)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from flows.rules import accept_checks, checkable_ids, checks_schema, needs_checks
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)、．]|[-*•])\s*")
@@ -39,7 +40,7 @@ def normalise_input(text: str) -> str:
 
 class StructureStage(Stage):
     name = "structure"
-    templates = ("structure",)
+    templates = ("structure", "extract_checks")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         schema = structure_schema(list(ctx.taxonomy.ids), ctx.config.max_constraints)
@@ -55,8 +56,18 @@ class StructureStage(Stage):
                 continue
             dim = ctx.taxonomy.dimension(item["dimension"])
             constraints.append({"id": f"c{len(constraints) + 1}", "text": text, "dimension": dim.id,
-                                "dimension_zh": dim.zh, "type": dim.type})
+                                "dimension_zh": dim.zh, "type": dim.type, "check": None})
         description = data["description"].strip()
         if not description or not constraints:
             raise Reject("structure_empty", "no task description or no constraint after cleaning")
+        if ctx.config.rule_checks and needs_checks(constraints, ctx.taxonomy):
+            constraints = await self.attach_checks(row, constraints, ctx, trace)
         return {"description": description, "constraints": constraints, "input": normalise_input(data["input"])}
+
+    async def attach_checks(self, row: dict, constraints: list[dict], ctx: StageContext,
+                            trace: RowTrace) -> list[dict]:
+        """A rule check on each constraint a rule can decide, where the LLM gives a valid one."""
+        result = await self.ask(ctx, trace, row, "extract_checks", "checks", checks_schema(len(constraints)),
+                                constraints=constraints, checkable=checkable_ids(ctx.taxonomy))
+        checks = accept_checks(constraints, result.data["checks"], ctx.taxonomy)
+        return [{**c, "check": spec} for c, spec in zip(constraints, checks)]

@@ -1,0 +1,80 @@
+"""Evaluation rows in the official Trace layout (data/trace-eval/SOURCE.md), from the official
+set, a trace-build run's eval export, or any file written the same way.
+
+    rows = load_eval_rows("data/trace-eval/202409_trace_evaluation.jsonl", taxonomy, limit=5)
+
+Each row becomes: id, system and prompt (from `messages`), description, input, category, and
+constraints as the pipeline writes them (id c1.., text without its number, dimension mapped from
+the Chinese `levels2` label onto the taxonomy; `unknown` when the label is outside it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.contracts import SYSTEM_PROMPT
+from flows.seeds import InputError
+from flows.stages.structure import _NUMBERING
+
+OFFICIAL_EVAL = Path(__file__).resolve().parent.parent / "data" / "trace-eval" / "202409_trace_evaluation.jsonl"
+UNKNOWN = "unknown"
+REQUIRED = ("id", "messages", "description", "constraints_splits", "levels2")
+
+
+def resolve_eval_path(source: str | Path | None) -> Path:
+    """A file, or a trace-build run folder (its exports/trace/eval.jsonl); default: the official set."""
+    if source is None:
+        return OFFICIAL_EVAL
+    path = Path(source)
+    if path.is_dir():
+        path = path / "exports" / "trace" / "eval.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path}: no such eval file (give an official-layout JSONL file or a run folder)")
+    return path
+
+
+def load_eval_rows(source: str | Path | None, taxonomy, limit: int | None = None) -> list[dict]:
+    path = resolve_eval_path(source)
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if limit is not None and len(rows) >= limit:
+                break
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+            rows.append(_row(path, number, raw, taxonomy))
+    if not rows:
+        raise InputError(f"{path}: no eval rows")
+    return rows
+
+
+def _row(path: Path, number: int, raw, taxonomy) -> dict:
+    where = f"{path}: line {number}"
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    for field in REQUIRED:
+        if field not in raw:
+            raise InputError(f"{where}: field {field!r} is missing")
+    messages = raw["messages"]
+    user = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), None) \
+        if isinstance(messages, list) else None
+    if not isinstance(user, str) or not user.strip():
+        raise InputError(f"{where}: field 'messages' has no user message")
+    system = next((m.get("content") for m in messages if m.get("role") == "system"), None) or SYSTEM_PROMPT
+    splits, labels = raw["constraints_splits"], raw["levels2"]
+    if not isinstance(splits, list) or not splits or not all(isinstance(c, str) for c in splits):
+        raise InputError(f"{where}: field 'constraints_splits' must be a non-empty list of strings")
+    if not isinstance(labels, list) or len(labels) != len(splits):
+        raise InputError(f"{where}: field 'levels2' must have one label per constraint ({len(splits)})")
+    constraints = []
+    for i, (text, label) in enumerate(zip(splits, labels), start=1):
+        dim = taxonomy.by_zh(label) if isinstance(label, str) else None
+        constraints.append({"id": f"c{i}", "text": _NUMBERING.sub("", text).strip() or text.strip(),
+                            "dimension": dim.id if dim else UNKNOWN, "dimension_zh": label,
+                            "type": dim.type if dim else UNKNOWN, "check": None})
+    return {"id": str(raw["id"]), "system": system, "prompt": user, "description": raw["description"],
+            "input": raw.get("input") or "NULL", "category": raw.get("category") or "", "constraints": constraints}

@@ -1,0 +1,221 @@
+"""The Trace evaluation (paper-notes.md section 6), as plain async Python.
+
+For every eval row: the model under test answers the row's messages (temperature 0.1); the judge
+scores every constraint 0-10 with an explanation and gives an overall score (temperature 0);
+constraints a rule can decide get a check (extracted once by the judge, cached) whose verdict is
+recorded beside the score. Then:
+    IF-S / IF-M      share of rows with one / more than one constraint that are followed,
+    strict           every constraint passed (score 10, and its rule by the policy),
+    strict_judge     every constraint scored 10 (the paper's reading),
+    overall          the overall score is 10,
+with breakdowns by dimension (share of constraints passed), constraint count and category, and
+the agreement of rules and judge. A row the model could not answer counts as not followed; a row
+the judge could not score is left out of the rates and counted under `failures`.
+
+    result = await evaluate(cfg, progress)   # -> <out>/rows.parquet, <out>/results.json
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import ExitStack
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from flows.config import EvalConfig
+from flows.contracts import EVAL_ROW, content_id
+from flows.llm.backends import llm_endpoints, resolve_api_key
+from flows.llm.cache import RequestCache
+from flows.llm.client import LLMCall, LLMClient, LLMFailure
+from flows.pipeline import NoProgress, Progress
+from flows.prompts import Prompt, PromptLibrary, default_library
+from flows.rules import accept_checks, agreement, checkable_ids, checks_schema, needs_checks, passes
+from flows.stages.respond import grade_schema, scores_from
+from flows.store import to_table, write_json_atomic, write_table_atomic
+from flows.taxonomy import Taxonomy, load_taxonomy
+from flows.evalset import load_eval_rows, resolve_eval_path
+
+log = logging.getLogger("trace_build.eval")
+PHASES = ["answer", "judge"]
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    metrics: dict
+    rows: list[dict]
+
+
+def _seed(cfg: EvalConfig, *purpose) -> int:
+    return int(content_id(cfg.seed, *purpose), 16) % (2**31)
+
+
+async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMClient, prompts: PromptLibrary,
+                       taxonomy: Taxonomy, progress: Progress) -> dict:
+    out = {"id": row["id"], "category": row["category"], "n_constraints": len(row["constraints"]),
+           "prompt": row["prompt"], "answer": None, "model": model.model, "judge_model": judge.model,
+           "constraints": row["constraints"], "scores": [], "overall": None, "overall_explanation": None,
+           "followed_strict": None, "followed_judge": None, "followed_overall": None, "failure": None,
+           "checks_failure": None}
+    messages = ({"role": "system", "content": row["system"]}, {"role": "user", "content": row["prompt"]})
+    try:
+        answer = await model.chat(LLMCall(
+            stage="answer", prompt=Prompt("eval_answer", "messages", messages), temperature=cfg.answer_temperature,
+            max_tokens=cfg.answer_max_tokens, seed=_seed(cfg, row["id"], "answer")))
+    except LLMFailure as exc:  # no answer: the row was not followed
+        progress.advance("answer")
+        progress.advance("judge")
+        return out | {"failure": f"answer_failed:{exc.reason}", "followed_strict": False,
+                      "followed_judge": False, "followed_overall": False}
+    response = answer.content.strip()
+    out |= {"answer": response, "model": answer.model}
+    progress.advance("answer")
+
+    constraints = row["constraints"]
+    if cfg.rule_checks and needs_checks(constraints, taxonomy):
+        try:
+            result = await judge.chat(LLMCall(
+                stage="checks", prompt=prompts.render("extract_checks", constraints=constraints,
+                                                      checkable=checkable_ids(taxonomy)),
+                schema=checks_schema(len(constraints)), temperature=0.0, max_tokens=cfg.checks_max_tokens,
+                seed=_seed(cfg, row["id"], "checks")))
+            checks = accept_checks(constraints, result.data["checks"], taxonomy)
+            constraints = [{**c, "check": spec} for c, spec in zip(constraints, checks)]
+        except LLMFailure as exc:  # the judge still scores; only the rule column stays empty
+            out["checks_failure"] = exc.reason
+    try:
+        graded = await judge.chat(LLMCall(
+            stage="judge", prompt=prompts.render("grade", description=row["description"], constraints=constraints,
+                                                 input=row["input"], response=response),
+            schema=grade_schema(len(constraints)), temperature=cfg.judge_temperature,
+            max_tokens=cfg.judge_max_tokens, seed=_seed(cfg, row["id"], "judge")))
+    except LLMFailure as exc:
+        progress.advance("judge")
+        return out | {"constraints": constraints, "failure": f"judge_failed:{exc.reason}"}
+    progress.advance("judge")
+    scores = scores_from(graded.data, constraints, response)
+    overall = int(graded.data["overall"])
+    return out | {
+        "constraints": constraints, "scores": scores, "overall": overall,
+        "overall_explanation": graded.data["overall_explanation"], "judge_model": graded.model,
+        "followed_strict": all(passes(s, cfg.rule_policy) for s in scores),
+        "followed_judge": all(s["score"] == 10 for s in scores), "followed_overall": overall == 10,
+    }
+
+
+def _share(rows: list[dict], key: str) -> dict:
+    followed = sum(1 for r in rows if r[key])
+    return {"n": len(rows), "followed": followed, "rate": round(followed / len(rows), 4) if rows else None}
+
+
+def _readings(rows: list[dict]) -> dict:
+    return {"strict": _share(rows, "followed_strict"), "strict_judge": _share(rows, "followed_judge"),
+            "overall": _share(rows, "followed_overall")}
+
+
+def compute_metrics(rows: list[dict], policy: str = "both") -> dict:
+    """IF-S, IF-M and the breakdowns over evaluated rows (EVAL_ROW dicts); `strict` is read from
+    the scores under `policy`, so one set of rows can be summarised under each policy."""
+    scored = [r if r["failure"] else {**r, "followed_strict": all(passes(s, policy) for s in r["scores"])}
+              for r in rows if not (r["failure"] or "").startswith("judge_failed")]
+    by_dimension: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in scored:
+        for score, constraint in zip(r["scores"], r["constraints"]):
+            by_dimension[constraint["dimension"]][0] += 1
+            by_dimension[constraint["dimension"]][1] += int(passes(score, policy))
+    by_count: dict[int, list[dict]] = defaultdict(list)
+    by_category: dict[str, list[dict]] = defaultdict(list)
+    for r in scored:
+        by_count[r["n_constraints"]].append(r)
+        by_category[r["category"] or "-"].append(r)
+    return {
+        "rows": len(rows), "scored": len(scored),
+        "failures": dict(Counter(r["failure"] for r in rows if r["failure"])),
+        "checks_failures": sum(1 for r in rows if r["checks_failure"]),
+        "rule_policy": policy,
+        "if_s": _readings([r for r in scored if r["n_constraints"] == 1]),
+        "if_m": _readings([r for r in scored if r["n_constraints"] > 1]),
+        "all": _readings(scored),
+        "by_dimension": {d: {"n": n, "passed": k, "rate": round(k / n, 4)} for d, (n, k) in sorted(by_dimension.items())},
+        "by_constraint_count": {str(k): _readings(v) for k, v in sorted(by_count.items())},
+        "by_category": {k: _readings(v) for k, v in sorted(by_category.items())},
+        "rule_agreement": agreement([(r["scores"], r["constraints"]) for r in scored]),
+    }
+
+
+def _rate(share: dict) -> str:
+    return "-" if share["rate"] is None else f"{100 * share['rate']:.1f} ({share['followed']}/{share['n']})"
+
+
+def metrics_markdown(metrics: dict, model: str, judge: str) -> str:
+    """The result tables, for the Prefect artifact and the terminal."""
+    head = "| | strict | strict (judge only) | overall == 10 |\n|---|---|---|---|\n"
+    lines = [f"# Trace evaluation: `{model}` judged by `{judge}`", "",
+             f"{metrics['scored']} of {metrics['rows']} rows scored; failures: {metrics['failures'] or 'none'}; "
+             f"rule policy: {metrics['rule_policy']}.", "", head.rstrip()]
+    for name, key in (("IF-S", "if_s"), ("IF-M", "if_m"), ("all", "all")):
+        m = metrics[key]
+        lines.append(f"| {name} | {_rate(m['strict'])} | {_rate(m['strict_judge'])} | {_rate(m['overall'])} |")
+    lines += ["", "## By dimension (constraints passed)", "", "| dimension | constraints | passed | rate |",
+              "|---|---|---|---|"]
+    lines += [f"| {d} | {m['n']} | {m['passed']} | {100 * m['rate']:.1f} |" for d, m in metrics["by_dimension"].items()]
+    lines += ["", "## By constraint count", "", "| constraints | " + head.split("| |", 1)[1].strip()]
+    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['strict_judge'])} | {_rate(m['overall'])} |"
+              for k, m in metrics["by_constraint_count"].items()]
+    lines += ["", "## By category", "", "| category | " + head.split("| |", 1)[1].strip()]
+    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['strict_judge'])} | {_rate(m['overall'])} |"
+              for k, m in metrics["by_category"].items()]
+    if metrics["rule_agreement"]:
+        lines += ["", "## Rule checks vs judge", "", "| dimension | constraints | agree | rate |", "|---|---|---|---|"]
+        lines += [f"| {d} | {a['n']} | {a['agree']} | {a['rate']:.2f} |" for d, a in metrics["rule_agreement"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _client(llm, base_urls: list[str], dialect: str, cache: RequestCache) -> LLMClient:
+    return LLMClient(base_urls, cache, model=llm.model, dialect=dialect, max_in_flight=llm.max_in_flight,
+                     timeout_s=llm.timeout_s, max_attempts=llm.max_attempts, parse_attempts=llm.parse_attempts,
+                     backoff_s=llm.backoff_s, api_key=resolve_api_key(llm))
+
+
+async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalResult:
+    started = time.time()
+    taxonomy = load_taxonomy()
+    prompts = default_library()
+    rows = load_eval_rows(cfg.data, taxonomy, cfg.limit)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress.start(len(rows), PHASES)
+    cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
+    judge_cfg = cfg.judge or cfg.model  # default: the model under test judges itself (say so in reports)
+    try:
+        with ExitStack() as servers:
+            model_urls, model_dialect = servers.enter_context(llm_endpoints(cfg.model))
+            model = _client(cfg.model, model_urls, model_dialect, cache)
+            if judge_cfg == cfg.model:
+                judge = model
+            else:
+                judge_urls, judge_dialect = servers.enter_context(llm_endpoints(judge_cfg))
+                judge = _client(judge_cfg, judge_urls, judge_dialect, cache)
+            try:
+                await model.resolve_model()
+                await judge.resolve_model()
+                log.info("model under test %s, judge %s, %d rows", model.model, judge.model, len(rows))
+                results = list(await asyncio.gather(*(evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress)
+                                                      for r in rows)))
+            finally:
+                await model.aclose()
+                if judge is not model:
+                    await judge.aclose()
+    finally:
+        cache.close()
+    metrics = compute_metrics(results, cfg.rule_policy)
+    metrics |= {"data": str(resolve_eval_path(cfg.data)), "model": results[0]["model"],
+                "judge": results[0]["judge_model"], "seconds": round(time.time() - started, 2),
+                "settings": {"answer_temperature": cfg.answer_temperature, "judge_temperature": cfg.judge_temperature,
+                             "seed": cfg.seed, "rule_checks": cfg.rule_checks},
+                "templates": {name: prompts.version(name) for name in ("grade", "extract_checks")}}
+    write_table_atomic(out_dir / "rows.parquet", to_table(results, EVAL_ROW, {"model": metrics["model"]}))
+    write_json_atomic(out_dir / "results.json", metrics)
+    return EvalResult(out_dir, metrics, results)

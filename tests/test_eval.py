@@ -1,0 +1,148 @@
+"""The Trace evaluation: metrics on hand-built score tables, then whole runs against the simulator."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli, sim_requests, start_sim
+from flows.evaluation import compute_metrics, metrics_markdown
+from flows.evalset import OFFICIAL_EVAL, load_eval_rows
+from flows.seeds import InputError
+from flows.taxonomy import load_taxonomy
+
+
+def scored(row_id, scores, overall, rules=None, dims=None, category="trace1.0", failure=None):
+    """An evaluated row as evaluate_row writes it, from judge scores (and rule verdicts)."""
+    rules = rules or [None] * len(scores)
+    dims = dims or ["numerical"] * len(scores)
+    score_rows = [{"constraint_id": f"c{i}", "score": s, "explanation": "", "rule_passed": r, "rule_reason": None}
+                  for i, (s, r) in enumerate(zip(scores, rules), start=1)]
+    constraints = [{"id": f"c{i}", "text": "x", "dimension": d, "dimension_zh": "", "type": "", "check": None}
+                   for i, d in enumerate(dims, start=1)]
+    from flows.rules import passes
+
+    judge_failed = failure is not None and failure.startswith("judge")
+    answer_failed = failure is not None and failure.startswith("answer")
+    return {"id": row_id, "category": category, "n_constraints": len(scores), "scores": [] if failure else score_rows,
+            "constraints": constraints, "overall": None if failure else overall, "failure": failure,
+            "checks_failure": None,
+            "followed_strict": None if judge_failed else (False if answer_failed else all(passes(s) for s in score_rows)),
+            "followed_judge": None if judge_failed else (False if answer_failed else all(s == 10 for s in scores)),
+            "followed_overall": None if judge_failed else (False if answer_failed else overall == 10)}
+
+
+def test_if_s_and_if_m_strict_judge_and_overall_differ_where_they_should():
+    rows = [
+        scored("s1", [10], 10),                      # single: followed every way
+        scored("s2", [9], 10),                       # single: overall 10 but a constraint at 9
+        scored("s3", [10], 10, rules=[False]),       # single: the judge says 10, the rule says no
+        scored("s4", [10], 8),                       # single: every constraint 10, overall 8
+        scored("m1", [10, 10, 10], 10),              # multi: followed
+        scored("m2", [10, 7, 10], 9),                # multi: not followed
+        scored("m3", [10, 10], 10, failure="answer_failed:empty_output"),  # no answer: not followed
+        scored("m4", [10, 10], 10, failure="judge_failed:unparseable"),    # not scored: left out
+    ]
+    m = compute_metrics(rows)
+    assert m["rows"] == 8 and m["scored"] == 7
+    assert m["failures"] == {"answer_failed:empty_output": 1, "judge_failed:unparseable": 1}
+    assert m["if_s"]["strict"] == {"n": 4, "followed": 2, "rate": 0.5}        # s1, s4
+    assert m["if_s"]["strict_judge"] == {"n": 4, "followed": 3, "rate": 0.75}  # s1, s3, s4
+    assert m["if_s"]["overall"] == {"n": 4, "followed": 3, "rate": 0.75}       # s1, s2, s3
+    assert m["if_m"]["strict"] == {"n": 3, "followed": 1, "rate": 0.3333}      # m1 of m1, m2, m3
+    assert m["if_m"]["overall"]["followed"] == 1
+    assert m["by_constraint_count"]["3"]["strict"]["n"] == 2
+    # constraint level: 10 numerical constraints scored (s1..s4: 4, m1: 3, m2: 3), 7 passed
+    assert m["by_dimension"]["numerical"] == {"n": 10, "passed": 7, "rate": 0.7}
+    # the one rule verdict disagrees with its judge score
+    assert m["rule_agreement"]["all"] == {"n": 1, "agree": 0, "rate": 0.0}
+    judge_only = compute_metrics(rows, policy="judge")
+    assert judge_only["if_s"]["strict"] == m["if_s"]["strict_judge"]  # s3 passes when the judge alone decides
+    assert judge_only["by_dimension"]["numerical"]["passed"] == 8
+    text = metrics_markdown(m, "m", "j")
+    assert "| IF-S | 50.0 (2/4) | 75.0 (3/4) | 75.0 (3/4) |" in text
+
+
+def test_breakdown_by_dimension_and_category():
+    rows = [scored("a", [10, 3], 5, dims=["inclusion", "theme"], category="trace1.0"),
+            scored("b", [10], 10, dims=["theme"], category="trace2.0")]
+    m = compute_metrics(rows)
+    assert m["by_dimension"] == {"inclusion": {"n": 1, "passed": 1, "rate": 1.0},
+                                 "theme": {"n": 2, "passed": 1, "rate": 0.5}}
+    assert m["by_category"]["trace1.0"]["strict"]["rate"] == 0.0
+    assert m["by_category"]["trace2.0"]["strict"]["rate"] == 1.0
+
+
+def test_official_rows_map_levels2_onto_the_taxonomy():
+    taxonomy = load_taxonomy()
+    rows = load_eval_rows(None, taxonomy)
+    assert len(rows) == 1042
+    assert sum(1 for r in rows if len(r["constraints"]) == 1) == 200
+    constraints = [c for r in rows for c in r["constraints"]]
+    unknown = [c for c in constraints if c["dimension"] == "unknown"]
+    assert len(unknown) == 2  # the two labels outside the 26 dimensions (ids 903 and 951)
+    first = rows[0]
+    assert first["constraints"][0]["text"].startswith("描述需采用文艺的语气风格")  # number stripped
+    assert first["constraints"][0]["dimension"] == "tone_and_style" and first["system"] == "You are a helpful assistant."
+
+
+def test_a_bad_eval_row_is_named_in_one_line(tmp_path):
+    good = json.loads(OFFICIAL_EVAL.read_text(encoding="utf-8").splitlines()[0])
+    bad = dict(good, levels2=[])
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps(good, ensure_ascii=False) + "\n" + json.dumps(bad, ensure_ascii=False) + "\n")
+    with pytest.raises(InputError) as err:
+        load_eval_rows(path, load_taxonomy())
+    assert str(err.value) == f"{path}: line 2: field 'levels2' must have one label per constraint (1)"
+    done = run_cli("eval", "--data", path, "--base-url", "http://127.0.0.1:9/v1", "--out", tmp_path / "o")
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "line 2" in done.stderr
+
+
+def checkable_official_rows(path, n):
+    """The n official rows with the most constraints a rule can check, in the official layout."""
+    from flows.rules import checkable_ids
+
+    ids = set(checkable_ids(load_taxonomy()))
+    taxonomy = load_taxonomy()
+    lines = OFFICIAL_EVAL.read_text(encoding="utf-8").splitlines()
+
+    def checkable(line):
+        labels = json.loads(line)["levels2"]
+        return sum(1 for label in labels if (taxonomy.by_zh(label) or taxonomy.by_zh("主题约束")).id in ids)
+
+    path.write_text("\n".join(sorted(lines, key=checkable, reverse=True)[:n]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_official_rows_end_to_end_against_the_simulator_and_resumable(tmp_path):
+    out = tmp_path / "eval"
+    data = checkable_official_rows(tmp_path / "checkable.jsonl", 30)
+    with start_sim(any_of="random") as server:  # random anyOf: the extraction returns checks, not only nulls
+        done = run_cli("eval", "--data", data, "--base-url", server.base_url, "--out", out, "--quiet")
+        assert done.returncode == 0, done.stderr
+        first = sim_requests(server)
+        again = run_cli("eval", "--data", data, "--base-url", server.base_url, "--out", out, "--quiet")
+        assert again.returncode == 0, again.stderr
+        assert sim_requests(server) == first  # every answer and score came from the request cache
+    results = json.loads((out / "results.json").read_text())
+    rows = pq.read_table(out / "rows.parquet").to_pylist()
+    assert len(rows) == results["rows"] == 30
+    for row in rows:  # every row is scored or carries its failure
+        assert row["failure"] or (len(row["scores"]) == row["n_constraints"] and row["overall"] is not None)
+        assert all(s["explanation"] is not None for s in row["scores"])
+    assert results["if_s"]["strict"]["n"] + results["if_m"]["strict"]["n"] == results["scored"]
+    assert results["model"] == "simulated-trace" and results["judge"] == "simulated-trace"
+    verdicts = [s for r in rows for s in r["scores"] if s["rule_passed"] is not None]
+    assert verdicts and results["rule_agreement"]["all"]["n"] == len(verdicts)
+    assert all(s["rule_reason"] for s in verdicts)
+    assert "| IF-S |" in done.stdout and "## By dimension" in done.stdout
+
+
+def test_eval_of_a_runs_own_eval_split(sim_run_dir, tmp_path):
+    with start_sim() as server:
+        done = run_cli("eval", "--data", sim_run_dir, "--base-url", server.base_url, "--out", tmp_path / "e",
+                       "--quiet", "--no-rule-checks")
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    manifest = json.loads((sim_run_dir / "manifest.json").read_text())
+    assert results["rows"] == manifest["splits"]["eval"]["rows"] > 0
+    assert results["data"].endswith("exports/trace/eval.jsonl") and results["rule_agreement"] == {}
