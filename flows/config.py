@@ -136,6 +136,9 @@ class EvalConfig(_Strict):
     checks_max_tokens: int = Field(1024, ge=1)
     seed: int = 0
     rule_checks: bool = Field(True, description="extract rule checks (once, cached) and run them beside the judge")
+    checks_cache: str | None = Field(
+        None, description="request cache of the check extraction, shared by the evaluations that use it (same "
+                          "judge: a row's checks are paid for once); default: eval-checks.sqlite beside `out`")
     rule_policy: Literal["both", "judge", "rule"] = "both"
 
 

@@ -53,7 +53,7 @@ def _seed(cfg: EvalConfig, *purpose) -> int:
 
 
 async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMClient, prompts: PromptLibrary,
-                       taxonomy: Taxonomy, progress: Progress) -> dict:
+                       taxonomy: Taxonomy, progress: Progress, checks_cache: RequestCache | None = None) -> dict:
     out = {"id": row["id"], "category": row["category"], "n_constraints": len(row["constraints"]),
            "prompt": row["prompt"], "answer": None, "model": model.model, "judge_model": judge.model,
            "constraints": row["constraints"], "scores": [], "overall": None, "overall_explanation": None,
@@ -80,7 +80,7 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
                 stage="checks", prompt=prompts.render("extract_checks", constraints=constraints,
                                                       checkable=checkable_ids(taxonomy)),
                 schema=checks_schema(len(constraints)), temperature=0.0, max_tokens=cfg.checks_max_tokens,
-                seed=_seed(cfg, row["id"], "checks")))
+                seed=_seed(cfg, row["id"], "checks")), cache=checks_cache)
             checks = accept_checks(constraints, result.data["checks"], taxonomy)
             constraints = [{**c, "check": spec} for c, spec in zip(constraints, checks)]
         except LLMFailure as exc:  # the judge still scores; only the rule column stays empty
@@ -189,6 +189,7 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
     progress.start(len(rows), PHASES)
     cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
     judge_cfg = cfg.judge or cfg.model  # default: the model under test judges itself (say so in reports)
+    checks_cache = RequestCache(Path(cfg.checks_cache) if cfg.checks_cache else out_dir.parent / "eval-checks.sqlite")
     try:
         with ExitStack() as servers:
             model_urls, model_dialect = servers.enter_context(llm_endpoints(cfg.model))
@@ -202,14 +203,15 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
                 await model.resolve_model()
                 await judge.resolve_model()
                 log.info("model under test %s, judge %s, %d rows", model.model, judge.model, len(rows))
-                results = list(await asyncio.gather(*(evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress)
-                                                      for r in rows)))
+                results = list(await asyncio.gather(*(
+                    evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress, checks_cache) for r in rows)))
             finally:
                 await model.aclose()
                 if judge is not model:
                     await judge.aclose()
     finally:
         cache.close()
+        checks_cache.close()
     metrics = compute_metrics(results, cfg.rule_policy)
     metrics |= {"data": str(resolve_eval_path(cfg.data)), "model": results[0]["model"],
                 "judge": results[0]["judge_model"], "seconds": round(time.time() - started, 2),

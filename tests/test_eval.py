@@ -146,3 +146,20 @@ def test_eval_of_a_runs_own_eval_split(sim_run_dir, tmp_path):
     manifest = json.loads((sim_run_dir / "manifest.json").read_text())
     assert results["rows"] == manifest["splits"]["eval"]["rows"] > 0
     assert results["data"].endswith("exports/trace/eval.jsonl") and results["rule_agreement"] == {}
+
+
+def test_a_second_evaluation_reuses_the_extracted_checks(tmp_path):
+    data = checkable_official_rows(tmp_path / "checkable.jsonl", 5)
+    with start_sim(any_of="random") as server:
+        assert run_cli("eval", "--data", data, "--base-url", server.base_url, "--out", tmp_path / "a",
+                       "--quiet").returncode == 0
+        from flows.llm import simulator
+
+        simulator.reset(server.base_url)
+        # another model under test (another answer temperature): new answers and scores, the same checks
+        config = tmp_path / "b.yaml"
+        config.write_text("answer_temperature: 0.7\n")
+        assert run_cli("eval", "--data", data, "--base-url", server.base_url, "--out", tmp_path / "b",
+                       "--config", config, "--quiet").returncode == 0
+        assert sim_requests(server) == 2 * 5  # answer + judge per row; no check extraction
+    assert (tmp_path / "eval-checks.sqlite").exists()

@@ -259,7 +259,9 @@ class LLMClient:
         for endpoint in self._endpoints:
             await endpoint.client.close()
 
-    async def chat(self, call: LLMCall) -> LLMResult:
+    async def chat(self, call: LLMCall, cache: RequestCache | None = None) -> LLMResult:
+        """One answer, from `cache` (default: the client's) or the server, which fills it."""
+        cache = self.cache if cache is None else cache  # (an empty cache is falsy: it has a length)
         model = await self.resolve_model()
         messages = list(call.prompt.messages)
         key = request_key(
@@ -268,7 +270,7 @@ class LLMClient:
             template=call.prompt.version,
         )
         usage = self.usage[call.stage]
-        hit = self.cache.get(key)
+        hit = cache.get(key)
         if hit is not None:
             usage.cache_hits += 1
             return LLMResult(hit["content"], hit.get("data"), hit["model"], hit["usage"], True)
@@ -290,7 +292,7 @@ class LLMClient:
                 usage.retries += 1
                 continue
             answer = {"content": content, "data": data, "model": served_model, "usage": tokens}
-            self.cache.put(key, call.stage, model, {"messages": messages, "seed": call.seed}, answer)
+            cache.put(key, call.stage, model, {"messages": messages, "seed": call.seed}, answer)
             return LLMResult(content, data, served_model, tokens, False)
         usage.failures[last.reason] += 1
         raise LLMFailure(last.reason, str(last))
