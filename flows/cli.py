@@ -156,6 +156,7 @@ def cmd_train(args) -> int:
         "lora": False if args.full else None, "reference": args.reference,
         "gradient_checkpointing": args.gradient_checkpointing or None, "dtype": args.dtype,
         "device": args.device, "limit": args.limit, "seed": args.seed, "save_steps": args.save_steps,
+        "save_merged": args.save_merged or None,
     })
     bar = None
 
@@ -175,7 +176,8 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from flows.config import EvalConfig
-    from flows.evaluation import PHASES, evaluate, metrics_markdown
+    from flows.evaluation import PHASES, SERVER_FAILURES, evaluate, metrics_markdown
+    from flows.llm.client import LLMFailure
 
     overrides = {"data": args.data, "limit": args.limit, "out": args.out, "model.base_urls": args.base_url,
                  "model.model": args.model, "model.backend": None if args.base_url else args.backend,
@@ -188,10 +190,21 @@ def cmd_eval(args) -> int:
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         result = aio.run(evaluate(cfg, progress))
+    except LLMFailure as exc:  # the server is not there: one line, not a traceback
+        raise BackendError(f"LLM server: {exc}") from None
     finally:
         progress.close()
-    print(metrics_markdown(result.metrics, result.metrics["model"], result.metrics["judge"]))
+    metrics = result.metrics
+    print(metrics_markdown(metrics, metrics["model"], metrics["judge"]))
     print(f"rows: {result.out_dir / 'rows.parquet'}  results: {result.out_dir / 'results.json'}  ({', '.join(PHASES)})")
+    if metrics["answers_from_cache"]:
+        print(f"{metrics['answers_from_cache']} answers came from the request cache in {result.out_dir}; "
+              "evaluate changed weights served under the same name into a new --out")
+    if metrics["incomplete"]:
+        print(f"trace-build: error: {metrics['incomplete']} rows not evaluated (server errors: "
+              f"{', '.join(k for k in metrics['failures'] if k.split(':')[1] in SERVER_FAILURES)}); "
+              "rerun the same command to finish", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -259,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     t.add_argument("--reference", choices=["auto", "copy", "adapter", "precomputed"])
     t.add_argument("--gradient-checkpointing", action="store_true")
-    t.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"])
+    t.add_argument("--dtype", choices=["auto", "bf16", "fp32"])
+    t.add_argument("--save-merged", action="store_true", help="under LoRA, also save merged weights (merged/)")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     t.add_argument("--limit", type=int, help="train on the first N examples")
     t.add_argument("--seed", type=int)
@@ -269,7 +283,8 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model with the Trace protocol (IF-S, IF-M) and a judge")
     e.add_argument("--data", help="official-layout eval JSONL or a run folder (default: the official 1,042 rows)")
-    e.add_argument("--limit", type=int, help="the first N rows only")
+    e.add_argument("--limit", type=int, help="the first N rows only (the official file lists its 200 "
+                                             "single-constraint rows first)")
     e.add_argument("--out", help="results folder (default runs/eval); rerunning reuses every cached answer")
     e.add_argument("--base-url", action="append", help="the model under test: OpenAI-compatible /v1 URL")
     e.add_argument("--model", help="model name to request from it")

@@ -128,11 +128,14 @@ EVAL_ROW = pa.schema([
     pa.field("scores", pa.list_(_SCORE)),
     pa.field("overall", pa.int32()),
     pa.field("overall_explanation", pa.string()),
-    pa.field("followed_strict", pa.bool_()),  # every constraint passed, by the rule policy
-    pa.field("followed_judge", pa.bool_()),  # every constraint scored 10 (the judge alone)
+    pa.field("followed_strict", pa.bool_()),  # every constraint scored 10 by the judge (the paper's reading)
+    pa.field("followed_with_rules", pa.bool_()),  # every constraint passed, rule checks included (the policy)
     pa.field("followed_overall", pa.bool_()),  # overall score 10
-    pa.field("failure", pa.string()),  # answer_failed:<reason> | judge_failed:<reason>; null when scored
+    # answer_failed:<reason>   the model's own failure (too long, empty): scored as not followed
+    # answer_unavailable:<reason> | judge_failed:<reason>   not scored; null when scored
+    pa.field("failure", pa.string()),
     pa.field("checks_failure", pa.string()),  # rule-check extraction failed (the judge still scored)
+    pa.field("answer_cached", pa.bool_()),  # the answer came from the request cache of an earlier run
 ])
 
 

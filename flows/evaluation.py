@@ -5,12 +5,15 @@ scores every constraint 0-10 with an explanation and gives an overall score (tem
 constraints a rule can decide get a check (extracted once by the judge, cached) whose verdict is
 recorded beside the score. Then:
     IF-S / IF-M      share of rows with one / more than one constraint that are followed,
-    strict           every constraint passed (score 10, and its rule by the policy),
-    strict_judge     every constraint scored 10 (the paper's reading),
+    strict           every constraint scored 10 by the judge (the paper's reading),
+    with_rules       every constraint passed: score 10 and, where it has one, its rule check
+                     (under the rule policy),
     overall          the overall score is 10,
 with breakdowns by dimension (share of constraints passed), constraint count and category, and
-the agreement of rules and judge. A row the model could not answer counts as not followed; a row
-the judge could not score is left out of the rates and counted under `failures`.
+the agreement of rules and judge. A row whose answer failed by the model's own doing (too long,
+empty) counts as not followed. A row left without an answer by the server (unreachable, errors)
+or without scores by the judge is not scored: it is listed under `failures` and `unscored`, and
+a rerun asks again (everything else comes from the request cache).
 
     result = await evaluate(cfg, progress)   # -> <out>/rows.parquet, <out>/results.json
 """
@@ -39,6 +42,10 @@ from flows.evalset import load_eval_rows, resolve_eval_path
 
 log = logging.getLogger("trace_build.eval")
 PHASES = ["answer", "judge"]
+# An answer that failed for these reasons is the model's failure to follow: scored as not followed.
+MODEL_FAILURES = {"output_too_long", "empty_output", "context_too_long"}
+# Failures that say nothing about the model or the judge: the evaluation is incomplete.
+SERVER_FAILURES = {"timeout", "connection_error", "rate_limited", "server_error", "server_unreachable", "bad_response"}
 
 
 @dataclass
@@ -46,6 +53,16 @@ class EvalResult:
     out_dir: Path
     metrics: dict
     rows: list[dict]
+
+
+def followed(scores: list[dict], overall: int, policy: str) -> dict:
+    """The three readings of one scored row (the EVAL_ROW followed_* columns)."""
+    return {"followed_strict": all(s["score"] == 10 for s in scores),
+            "followed_with_rules": all(passes(s, policy) for s in scores),
+            "followed_overall": overall == 10}
+
+
+NOT_FOLLOWED = {"followed_strict": False, "followed_with_rules": False, "followed_overall": False}
 
 
 def _seed(cfg: EvalConfig, *purpose) -> int:
@@ -57,20 +74,21 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
     out = {"id": row["id"], "category": row["category"], "n_constraints": len(row["constraints"]),
            "prompt": row["prompt"], "answer": None, "model": model.model, "judge_model": judge.model,
            "constraints": row["constraints"], "scores": [], "overall": None, "overall_explanation": None,
-           "followed_strict": None, "followed_judge": None, "followed_overall": None, "failure": None,
-           "checks_failure": None}
+           "followed_strict": None, "followed_with_rules": None, "followed_overall": None, "failure": None,
+           "checks_failure": None, "answer_cached": False}
     messages = ({"role": "system", "content": row["system"]}, {"role": "user", "content": row["prompt"]})
     try:
         answer = await model.chat(LLMCall(
             stage="answer", prompt=Prompt("eval_answer", "messages", messages), temperature=cfg.answer_temperature,
             max_tokens=cfg.answer_max_tokens, seed=_seed(cfg, row["id"], "answer")))
-    except LLMFailure as exc:  # no answer: the row was not followed
+    except LLMFailure as exc:
         progress.advance("answer")
         progress.advance("judge")
-        return out | {"failure": f"answer_failed:{exc.reason}", "followed_strict": False,
-                      "followed_judge": False, "followed_overall": False}
+        if exc.reason in MODEL_FAILURES:  # the model could not answer within its limits: not followed
+            return out | {"failure": f"answer_failed:{exc.reason}", **NOT_FOLLOWED}
+        return out | {"failure": f"answer_unavailable:{exc.reason}"}
     response = answer.content.strip()
-    out |= {"answer": response, "model": answer.model}
+    out |= {"answer": response, "model": answer.model, "answer_cached": answer.cached}
     progress.advance("answer")
 
     constraints = row["constraints"]
@@ -100,8 +118,7 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
     return out | {
         "constraints": constraints, "scores": scores, "overall": overall,
         "overall_explanation": graded.data["overall_explanation"], "judge_model": graded.model,
-        "followed_strict": all(passes(s, cfg.rule_policy) for s in scores),
-        "followed_judge": all(s["score"] == 10 for s in scores), "followed_overall": overall == 10,
+        **followed(scores, overall, cfg.rule_policy),
     }
 
 
@@ -110,35 +127,47 @@ def _share(rows: list[dict], key: str) -> dict:
     return {"n": len(rows), "followed": followed, "rate": round(followed / len(rows), 4) if rows else None}
 
 
-def _readings(rows: list[dict]) -> dict:
-    return {"strict": _share(rows, "followed_strict"), "strict_judge": _share(rows, "followed_judge"),
-            "overall": _share(rows, "followed_overall")}
+def _readings(rows: list[dict], unscored: int = 0) -> dict:
+    return {"strict": _share(rows, "followed_strict"), "with_rules": _share(rows, "followed_with_rules"),
+            "overall": _share(rows, "followed_overall"), "unscored": unscored}
+
+
+def is_scored(row: dict) -> bool:
+    return row["failure"] is None or row["failure"].startswith("answer_failed")
 
 
 def compute_metrics(rows: list[dict], policy: str = "both") -> dict:
-    """IF-S, IF-M and the breakdowns over evaluated rows (EVAL_ROW dicts); `strict` is read from
-    the scores under `policy`, so one set of rows can be summarised under each policy."""
-    scored = [r if r["failure"] else {**r, "followed_strict": all(passes(s, policy) for s in r["scores"])}
-              for r in rows if not (r["failure"] or "").startswith("judge_failed")]
-    by_dimension: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    """IF-S, IF-M and the breakdowns over evaluated rows (EVAL_ROW dicts), read from their scores
+    under `policy` (so one set of rows can be summarised under each policy)."""
+    scored = [{**r, **(NOT_FOLLOWED if r["failure"] else followed(r["scores"], r["overall"], policy))}
+              for r in rows if is_scored(r)]
+    unscored = [r for r in rows if not is_scored(r)]
+    by_dimension: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for r in scored:
         for score, constraint in zip(r["scores"], r["constraints"]):
-            by_dimension[constraint["dimension"]][0] += 1
-            by_dimension[constraint["dimension"]][1] += int(passes(score, policy))
+            counts = by_dimension[constraint["dimension"]]
+            counts[0] += 1
+            counts[1] += int(score["score"] == 10)
+            counts[2] += int(passes(score, policy))
     by_count: dict[int, list[dict]] = defaultdict(list)
     by_category: dict[str, list[dict]] = defaultdict(list)
     for r in scored:
         by_count[r["n_constraints"]].append(r)
         by_category[r["category"] or "-"].append(r)
     return {
-        "rows": len(rows), "scored": len(scored),
+        "rows": len(rows), "scored": len(scored), "unscored": len(unscored),
+        "incomplete": sum(1 for r in unscored if r["failure"].split(":")[1] in SERVER_FAILURES),
         "failures": dict(Counter(r["failure"] for r in rows if r["failure"])),
         "checks_failures": sum(1 for r in rows if r["checks_failure"]),
         "rule_policy": policy,
-        "if_s": _readings([r for r in scored if r["n_constraints"] == 1]),
-        "if_m": _readings([r for r in scored if r["n_constraints"] > 1]),
-        "all": _readings(scored),
-        "by_dimension": {d: {"n": n, "passed": k, "rate": round(k / n, 4)} for d, (n, k) in sorted(by_dimension.items())},
+        "if_s": _readings([r for r in scored if r["n_constraints"] == 1],
+                          sum(1 for r in unscored if r["n_constraints"] == 1)),
+        "if_m": _readings([r for r in scored if r["n_constraints"] > 1],
+                          sum(1 for r in unscored if r["n_constraints"] > 1)),
+        "all": _readings(scored, len(unscored)),
+        "by_dimension": {d: {"n": n, "passed": k, "rate": round(k / n, 4), "passed_with_rules": kr,
+                             "rate_with_rules": round(kr / n, 4)} for d, (n, k, kr) in sorted(by_dimension.items())},
+        "answers_from_cache": sum(1 for r in rows if r.get("answer_cached")),
         "by_constraint_count": {str(k): _readings(v) for k, v in sorted(by_count.items())},
         "by_category": {k: _readings(v) for k, v in sorted(by_category.items())},
         "rule_agreement": agreement([(r["scores"], r["constraints"]) for r in scored]),
@@ -151,21 +180,22 @@ def _rate(share: dict) -> str:
 
 def metrics_markdown(metrics: dict, model: str, judge: str) -> str:
     """The result tables, for the Prefect artifact and the terminal."""
-    head = "| | strict | strict (judge only) | overall == 10 |\n|---|---|---|---|\n"
+    head = "| | strict (every constraint 10) | with rule checks | overall == 10 |\n|---|---|---|---|\n"
     lines = [f"# Trace evaluation: `{model}` judged by `{judge}`", "",
              f"{metrics['scored']} of {metrics['rows']} rows scored; failures: {metrics['failures'] or 'none'}; "
              f"rule policy: {metrics['rule_policy']}.", "", head.rstrip()]
     for name, key in (("IF-S", "if_s"), ("IF-M", "if_m"), ("all", "all")):
         m = metrics[key]
-        lines.append(f"| {name} | {_rate(m['strict'])} | {_rate(m['strict_judge'])} | {_rate(m['overall'])} |")
-    lines += ["", "## By dimension (constraints passed)", "", "| dimension | constraints | passed | rate |",
-              "|---|---|---|---|"]
-    lines += [f"| {d} | {m['n']} | {m['passed']} | {100 * m['rate']:.1f} |" for d, m in metrics["by_dimension"].items()]
+        lines.append(f"| {name} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |")
+    lines += ["", "## By dimension (constraints scored 10; with rule checks)", "",
+              "| dimension | constraints | scored 10 | rate | rate with rules |", "|---|---|---|---|---|"]
+    lines += [f"| {d} | {m['n']} | {m['passed']} | {100 * m['rate']:.1f} | {100 * m['rate_with_rules']:.1f} |"
+              for d, m in metrics["by_dimension"].items()]
     lines += ["", "## By constraint count", "", "| constraints | " + head.split("| |", 1)[1].strip()]
-    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['strict_judge'])} | {_rate(m['overall'])} |"
+    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |"
               for k, m in metrics["by_constraint_count"].items()]
     lines += ["", "## By category", "", "| category | " + head.split("| |", 1)[1].strip()]
-    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['strict_judge'])} | {_rate(m['overall'])} |"
+    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |"
               for k, m in metrics["by_category"].items()]
     if metrics["rule_agreement"]:
         lines += ["", "## Rule checks vs judge", "", "| dimension | constraints | agree | rate |", "|---|---|---|---|"]
@@ -196,6 +226,8 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
             model = _client(cfg.model, model_urls, model_dialect, cache)
             if judge_cfg == cfg.model:
                 judge = model
+            elif not judge_cfg.base_urls and not judge_cfg.backend:  # another model on the same server
+                judge = _client(judge_cfg, model_urls, model_dialect, cache)
             else:
                 judge_urls, judge_dialect = servers.enter_context(llm_endpoints(judge_cfg))
                 judge = _client(judge_cfg, judge_urls, judge_dialect, cache)

@@ -40,13 +40,13 @@ class ArtifactLog:
 @flow(name="iopo-train", log_prints=True)
 def iopo_train(
     manifest: str,
-    method: str = "iopo",
+    method: str | None = None,
     model: str | None = None,
     config: str | None = "configs/train.yaml",
     out: str | None = None,
     overrides: dict | None = None,
 ) -> dict:
-    """Train `model` with `method` on the splits named by a trace-build `manifest` (a run folder,
+    """Train `model` with `method` (default: the config's, else iopo) on the splits named by a trace-build `manifest` (a run folder,
     its manifest.json, or a LLaMA-Factory JSON file). `overrides`: any training setting
     (beta, learning_rate, epochs, max_length, lora, reference, ...), as in configs/train.yaml."""
     explicit = {"data": manifest, "method": method, "model": model, "out": out}

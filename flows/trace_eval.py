@@ -47,5 +47,7 @@ async def trace_eval(
     print(markdown)
     await create_markdown_artifact(key="trace-eval-results", markdown=markdown,
                                    description="IF-S / IF-M and breakdowns of the Trace evaluation")
+    if metrics["incomplete"]:  # results so far are written; a rerun asks only for what is missing
+        raise RuntimeError(f"{metrics['incomplete']} rows not evaluated because of server errors: {metrics['failures']}")
     return {"out": str(result.out_dir), "if_s": metrics["if_s"]["strict"]["rate"],
             "if_m": metrics["if_m"]["strict"]["rate"], "phases": PHASES}

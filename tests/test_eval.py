@@ -12,26 +12,19 @@ from flows.taxonomy import load_taxonomy
 
 
 def scored(row_id, scores, overall, rules=None, dims=None, category="trace1.0", failure=None):
-    """An evaluated row as evaluate_row writes it, from judge scores (and rule verdicts)."""
+    """An evaluated row as evaluate_row writes it (EVAL_ROW), from judge scores and rule verdicts."""
     rules = rules or [None] * len(scores)
     dims = dims or ["numerical"] * len(scores)
     score_rows = [{"constraint_id": f"c{i}", "score": s, "explanation": "", "rule_passed": r, "rule_reason": None}
                   for i, (s, r) in enumerate(zip(scores, rules), start=1)]
     constraints = [{"id": f"c{i}", "text": "x", "dimension": d, "dimension_zh": "", "type": "", "check": None}
                    for i, d in enumerate(dims, start=1)]
-    from flows.rules import passes
-
-    judge_failed = failure is not None and failure.startswith("judge")
-    answer_failed = failure is not None and failure.startswith("answer")
     return {"id": row_id, "category": category, "n_constraints": len(scores), "scores": [] if failure else score_rows,
             "constraints": constraints, "overall": None if failure else overall, "failure": failure,
-            "checks_failure": None,
-            "followed_strict": None if judge_failed else (False if answer_failed else all(passes(s) for s in score_rows)),
-            "followed_judge": None if judge_failed else (False if answer_failed else all(s == 10 for s in scores)),
-            "followed_overall": None if judge_failed else (False if answer_failed else overall == 10)}
+            "checks_failure": None, "answer_cached": False}
 
 
-def test_if_s_and_if_m_strict_judge_and_overall_differ_where_they_should():
+def test_if_s_and_if_m_strict_with_rules_and_overall_differ_where_they_should():
     rows = [
         scored("s1", [10], 10),                      # single: followed every way
         scored("s2", [9], 10),                       # single: overall 10 but a constraint at 9
@@ -39,35 +32,35 @@ def test_if_s_and_if_m_strict_judge_and_overall_differ_where_they_should():
         scored("s4", [10], 8),                       # single: every constraint 10, overall 8
         scored("m1", [10, 10, 10], 10),              # multi: followed
         scored("m2", [10, 7, 10], 9),                # multi: not followed
-        scored("m3", [10, 10], 10, failure="answer_failed:empty_output"),  # no answer: not followed
-        scored("m4", [10, 10], 10, failure="judge_failed:unparseable"),    # not scored: left out
+        scored("m3", [10, 10], 10, failure="answer_failed:output_too_long"),  # the model's failure: not followed
+        scored("m4", [10, 10], 10, failure="judge_failed:unparseable_output"),  # not scored
+        scored("m5", [10, 10], 10, failure="answer_unavailable:connection_error"),  # not scored, incomplete
     ]
     m = compute_metrics(rows)
-    assert m["rows"] == 8 and m["scored"] == 7
-    assert m["failures"] == {"answer_failed:empty_output": 1, "judge_failed:unparseable": 1}
-    assert m["if_s"]["strict"] == {"n": 4, "followed": 2, "rate": 0.5}        # s1, s4
-    assert m["if_s"]["strict_judge"] == {"n": 4, "followed": 3, "rate": 0.75}  # s1, s3, s4
-    assert m["if_s"]["overall"] == {"n": 4, "followed": 3, "rate": 0.75}       # s1, s2, s3
-    assert m["if_m"]["strict"] == {"n": 3, "followed": 1, "rate": 0.3333}      # m1 of m1, m2, m3
-    assert m["if_m"]["overall"]["followed"] == 1
+    assert (m["rows"], m["scored"], m["unscored"], m["incomplete"]) == (9, 7, 2, 1)
+    assert m["failures"] == {"answer_failed:output_too_long": 1, "judge_failed:unparseable_output": 1,
+                             "answer_unavailable:connection_error": 1}
+    assert m["if_s"]["strict"] == {"n": 4, "followed": 3, "rate": 0.75}       # s1, s3, s4
+    assert m["if_s"]["with_rules"] == {"n": 4, "followed": 2, "rate": 0.5}    # s1, s4
+    assert m["if_s"]["overall"] == {"n": 4, "followed": 3, "rate": 0.75}      # s1, s2, s3
+    assert m["if_m"]["strict"] == {"n": 3, "followed": 1, "rate": 0.3333}     # m1 of m1, m2, m3
+    assert m["if_m"]["overall"]["followed"] == 1 and m["if_m"]["unscored"] == 2
     assert m["by_constraint_count"]["3"]["strict"]["n"] == 2
-    # constraint level: 10 numerical constraints scored (s1..s4: 4, m1: 3, m2: 3), 7 passed
-    assert m["by_dimension"]["numerical"] == {"n": 10, "passed": 7, "rate": 0.7}
-    # the one rule verdict disagrees with its judge score
-    assert m["rule_agreement"]["all"] == {"n": 1, "agree": 0, "rate": 0.0}
+    # constraint level: 10 numerical constraints scored (s1..s4: 4, m1: 3, m2: 3); 8 scored 10, 7 with rules
+    assert m["by_dimension"]["numerical"] == {"n": 10, "passed": 8, "rate": 0.8, "passed_with_rules": 7,
+                                              "rate_with_rules": 0.7}
+    assert m["rule_agreement"]["all"] == {"n": 1, "agree": 0, "rate": 0.0}  # the one verdict disagrees
     judge_only = compute_metrics(rows, policy="judge")
-    assert judge_only["if_s"]["strict"] == m["if_s"]["strict_judge"]  # s3 passes when the judge alone decides
-    assert judge_only["by_dimension"]["numerical"]["passed"] == 8
+    assert judge_only["if_s"]["with_rules"] == m["if_s"]["strict"]  # s3 passes when the judge alone decides
     text = metrics_markdown(m, "m", "j")
-    assert "| IF-S | 50.0 (2/4) | 75.0 (3/4) | 75.0 (3/4) |" in text
+    assert "| IF-S | 75.0 (3/4) | 50.0 (2/4) | 75.0 (3/4) |" in text
 
 
 def test_breakdown_by_dimension_and_category():
     rows = [scored("a", [10, 3], 5, dims=["inclusion", "theme"], category="trace1.0"),
             scored("b", [10], 10, dims=["theme"], category="trace2.0")]
     m = compute_metrics(rows)
-    assert m["by_dimension"] == {"inclusion": {"n": 1, "passed": 1, "rate": 1.0},
-                                 "theme": {"n": 2, "passed": 1, "rate": 0.5}}
+    assert {d: (v["n"], v["passed"]) for d, v in m["by_dimension"].items()} == {"inclusion": (1, 1), "theme": (2, 1)}
     assert m["by_category"]["trace1.0"]["strict"]["rate"] == 0.0
     assert m["by_category"]["trace2.0"]["strict"]["rate"] == 1.0
 
@@ -126,10 +119,14 @@ def test_official_rows_end_to_end_against_the_simulator_and_resumable(tmp_path):
     results = json.loads((out / "results.json").read_text())
     rows = pq.read_table(out / "rows.parquet").to_pylist()
     assert len(rows) == results["rows"] == 30
-    for row in rows:  # every row is scored or carries its failure
-        assert row["failure"] or (len(row["scores"]) == row["n_constraints"] and row["overall"] is not None)
-        assert all(s["explanation"] is not None for s in row["scores"])
-    assert results["if_s"]["strict"]["n"] + results["if_m"]["strict"]["n"] == results["scored"]
+    assert results["failures"] == {} and results["scored"] == 30
+    for row in rows:  # every row scored on every constraint, with explanations
+        assert len(row["scores"]) == row["n_constraints"] and row["overall"] is not None
+        assert all(s["explanation"] for s in row["scores"])
+    multi = [r for r in rows if r["n_constraints"] > 1]
+    assert results["if_m"]["strict"]["n"] == len(multi) and results["if_s"]["strict"]["n"] == 30 - len(multi)
+    assert results["if_m"]["strict"]["followed"] == sum(all(s["score"] == 10 for s in r["scores"]) for r in multi)
+    assert results["if_m"]["overall"]["followed"] == sum(r["overall"] == 10 for r in multi)
     assert results["model"] == "simulated-trace" and results["judge"] == "simulated-trace"
     verdicts = [s for r in rows for s in r["scores"] if s["rule_passed"] is not None]
     assert verdicts and results["rule_agreement"]["all"]["n"] == len(verdicts)
@@ -163,3 +160,19 @@ def test_a_second_evaluation_reuses_the_extracted_checks(tmp_path):
                        "--config", config, "--quiet").returncode == 0
         assert sim_requests(server) == 2 * 5  # answer + judge per row; no check extraction
     assert (tmp_path / "eval-checks.sqlite").exists()
+
+
+def test_an_unreachable_model_server_is_one_line_and_no_result(tmp_path):
+    done = run_cli("eval", "--limit", 2, "--base-url", "http://127.0.0.1:9/v1", "--out", tmp_path / "o", "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("trace-build: error: LLM server: server_unreachable")
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_server_errors_leave_rows_unscored_and_the_exit_status_says_so(tmp_path):
+    with start_sim(error_500_rate=1.0) as server:  # every request fails: answers are unavailable
+        done = run_cli("eval", "--limit", 2, "--base-url", server.base_url, "--model", "simulated-trace",
+                       "--out", tmp_path / "o", "--quiet")
+    assert done.returncode == 1 and "2 rows not evaluated (server errors: answer_unavailable:server_error)" in done.stderr
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert results["scored"] == 0 and results["incomplete"] == 2 and results["if_s"]["strict"]["rate"] is None

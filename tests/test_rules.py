@@ -74,3 +74,20 @@ def test_a_build_attaches_checks_in_structuring_and_grades_with_them(tmp_path):
         assert row["full_score"] == full_score(row["scores"], "both")
     manifest = json.loads((out / "manifest.json").read_text())
     assert verdicts > 0 and manifest["rule_agreement"]["all"]["n"] == verdicts
+
+
+def test_a_failed_check_extraction_keeps_the_row_without_checks():
+    import asyncio
+    from types import SimpleNamespace
+
+    from flows.llm.client import LLMFailure
+    from flows.stages.structure import StructureStage
+
+    class ExtractionFails(StructureStage):  # the server gives no usable check, whatever it was asked
+        async def ask(self, ctx, trace, row, template, kind, schema=None, **values):
+            raise LLMFailure("unparseable_output", "not JSON")
+
+    constraints = [constraint("inclusion")]
+    ctx = SimpleNamespace(taxonomy=TAXONOMY)
+    kept = asyncio.run(ExtractionFails().attach_checks({"seed_id": "s"}, constraints, ctx, None))
+    assert kept == constraints and kept[0]["check"] is None

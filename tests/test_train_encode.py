@@ -9,7 +9,9 @@ from flows.train.encode import IGNORE, collate, encode, encode_example, split_by
 from flows.train.examples import Example, load_examples
 from flows.train.model import load_tokenizer
 
-OFFICIAL_IOPO = "/work/shared/data/trace-eval/official_iopo_example.json"
+from conftest import REPO
+
+OFFICIAL_IOPO = REPO / "data" / "trace-eval" / "official_iopo_example.json"
 SYSTEM = "You are a helpful assistant."
 
 
@@ -112,3 +114,13 @@ def test_a_file_that_cannot_serve_the_method_is_refused(tmp_path):
         load_examples(path, "iopo")
     with pytest.raises(InputError, match="no such file"):
         load_examples(tmp_path / "missing.json", "iopo")
+
+
+def test_a_response_cut_in_one_sequence_is_cut_alike_in_the_other(tokenizer):
+    long_x2 = "second prompt " + "with many extra words " * 40
+    ex = Example("q", SYSTEM, x1="short", y1="answer one " * 20, y2="answer two", x2=long_x2)
+    seqs = encode_example(tokenizer, ex, "iopo", max_length=160)
+    kept = {n: len(s.labels) - s.n_prompt for n, s in seqs.items()}
+    assert kept["x1y1"] == kept["x2y1"] and seqs["x1y1"].truncated == "response"  # cut to match x2y1
+    assert seqs["x1y1"].labels[-kept["x1y1"]:] == seqs["x2y1"].labels[-kept["x2y1"]:]  # the same tokens
+    assert kept["x1y2"] == kept["x2y2"] and seqs["x1y2"].truncated is None  # y2 fits everywhere

@@ -12,7 +12,9 @@ from flows.train.encode import collate, encode_example
 from flows.train.examples import load_examples
 from flows.train.loop import compute_loss, train
 
-OFFICIAL_IOPO = "/work/shared/data/trace-eval/official_iopo_example.json"
+from conftest import REPO
+
+OFFICIAL_IOPO = REPO / "data" / "trace-eval" / "official_iopo_example.json"
 
 
 def toy_batch(model_dir, data, method="iopo"):
@@ -138,7 +140,11 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16_compute(tiny_mode
     cfg = config(tiny_model_dir, toy_iopo_file, tmp_path, lora=False)
     policy, reference = setup_models(cfg, torch.device("cpu"), torch.bfloat16, [], [], 0)
     assert {p.dtype for p in policy.parameters()} == {torch.float32}  # 5e-6 steps would vanish in bf16
-    assert {p.dtype for p in reference.model.parameters()} == {torch.bfloat16}  # the frozen copy needs no more
+    # the frozen copy holds the same weights the same way: under bf16 autocast both score alike at step 0
+    assert {p.dtype for p in reference.model.parameters()} == {torch.float32}
+    batch, ids = toy_batch(tiny_model_dir, toy_iopo_file)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(M.sequence_logps(policy, batch)[0], reference.logps(batch, ids))
 
 
 def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
@@ -168,3 +174,65 @@ def test_checkpoints_accumulation_and_gradient_checkpointing(tiny_model_dir, toy
     assert (out / "final" / "model.safetensors").exists() and not list(out.glob("*.tmp"))
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history] == [1, 2, 3, 4] and report["last"]["epoch"] == 1  # 8 examples, 4 per step
+
+
+def test_sequence_logps_matches_a_log_softmax_by_hand(tiny_model_dir, toy_iopo_file):
+    model = M.load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), trainable=False)
+    batch, _ = toy_batch(tiny_model_dir, toy_iopo_file)  # padded rows of different lengths
+    sums, counts = M.sequence_logps(model, batch)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=batch["input_ids"],
+                                           attention_mask=batch["attention_mask"]).logits, dim=-1)
+    for row in range(batch["input_ids"].shape[0]):
+        total, n = 0.0, 0
+        for pos in range(1, batch["input_ids"].shape[1]):  # token at pos is predicted at pos - 1
+            label = batch["labels"][row, pos].item()
+            if label != -100:
+                total += logprobs[row, pos - 1, label].item()
+                n += 1
+        assert n == counts[row].item() > 0
+        assert sums[row].item() == pytest.approx(total, rel=1e-5)
+
+
+def test_accumulating_two_micro_batches_equals_one_batch_of_both(tiny_model_dir, toy_iopo_file, tmp_path):
+    from safetensors.torch import load_file
+
+    runs = {}
+    for name, micro, accum in (("one", 4, 1), ("two", 2, 2)):
+        report = train(config(tiny_model_dir, toy_iopo_file, tmp_path / name, lora=False, max_steps=1,
+                              micro_batch=micro, grad_accum=accum, learning_rate=1e-3, warmup_ratio=0.0))
+        runs[name] = (report, load_file(tmp_path / name / "out" / "final" / "model.safetensors"))
+    assert runs["one"][0]["first"]["loss"] == pytest.approx(runs["two"][0]["first"]["loss"], rel=1e-5)
+    assert runs["one"][0]["first"]["grad_norm"] == pytest.approx(runs["two"][0]["first"]["grad_norm"], rel=1e-4)
+    # Adam's first step moves each weight by about lr * sign(grad): only weights whose gradient is
+    # float noise around zero may land differently
+    for key, weight in runs["one"][1].items():
+        differ = (weight - runs["two"][1][key]).abs() > 1e-6
+        assert differ.float().mean().item() < 0.01, key
+
+
+def test_epochs_count_micro_batches_when_the_last_one_is_short(tiny_model_dir, toy_iopo_file, tmp_path):
+    # 8 examples in micro-batches of 3: 3 micro-batches per epoch; 2 epochs with 2 per step: 3 steps
+    report = train(config(tiny_model_dir, toy_iopo_file, tmp_path, epochs=2, micro_batch=3, grad_accum=2))
+    assert report["steps"] == 3 and report["last"]["epoch"] == 1
+
+
+def test_a_lora_output_folder_is_the_model_a_next_stage_starts_from(tiny_model_dir, toy_iopo_file, tmp_path):
+    sft = train(config(tiny_model_dir, toy_iopo_file, tmp_path / "sft", method="sft", max_steps=5, micro_batch=8,
+                       learning_rate=5e-2, save_merged=True))
+    final = sft["final"]
+    from_base = train(config(tiny_model_dir, toy_iopo_file, tmp_path / "a", method="dpo", max_steps=1))
+    from_sft = train(config(final, toy_iopo_file, tmp_path / "b", method="dpo", max_steps=1))
+    from_merged = train(config(tmp_path / "sft" / "out" / "merged", toy_iopo_file, tmp_path / "c", method="dpo",
+                               max_steps=1))
+    ref = "logps_ref_x1y1"
+    assert from_sft["first"][ref] > from_base["first"][ref] + 0.01  # SFT raised log p(y1|x1): it is the start
+    assert from_sft["first"][ref] == pytest.approx(from_merged["first"][ref], rel=1e-5)
+    assert from_sft["first"]["loss"] == pytest.approx(0.6931, abs=1e-4)  # and the reference is that model too
+
+
+def test_a_failed_rerun_leaves_the_previous_result_in_place(tiny_model_dir, toy_iopo_file, tmp_path):
+    train(config(tiny_model_dir, toy_iopo_file, tmp_path, max_steps=1))
+    with pytest.raises(Exception):
+        train(config(tmp_path / "no-such-model", toy_iopo_file, tmp_path, max_steps=1))
+    assert (tmp_path / "out" / "final").is_dir() and (tmp_path / "out" / "train_report.json").exists()

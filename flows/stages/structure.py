@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from flows.llm.client import LLMFailure
 from flows.rules import accept_checks, checkable_ids, checks_schema, needs_checks
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 
@@ -66,8 +67,12 @@ class StructureStage(Stage):
 
     async def attach_checks(self, row: dict, constraints: list[dict], ctx: StageContext,
                             trace: RowTrace) -> list[dict]:
-        """A rule check on each constraint a rule can decide, where the LLM gives a valid one."""
-        result = await self.ask(ctx, trace, row, "extract_checks", "checks", checks_schema(len(constraints)),
-                                constraints=constraints, checkable=checkable_ids(ctx.taxonomy))
+        """A rule check on each constraint a rule can decide, where the LLM gives a valid one. Checks
+        are optional: when the extraction fails the row goes on without them (the client counts it)."""
+        try:
+            result = await self.ask(ctx, trace, row, "extract_checks", "checks", checks_schema(len(constraints)),
+                                    constraints=constraints, checkable=checkable_ids(ctx.taxonomy))
+        except LLMFailure:
+            return constraints
         checks = accept_checks(constraints, result.data["checks"], ctx.taxonomy)
         return [{**c, "check": spec} for c, spec in zip(constraints, checks)]

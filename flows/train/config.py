@@ -33,10 +33,12 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    save_merged: bool = Field(False, description="under LoRA, also save the base with the adapter merged (merged/)")
     reference: Literal["auto", "copy", "adapter", "precomputed"] = Field(
         "auto", description="auto: adapter under LoRA, copy otherwise")
     gradient_checkpointing: bool = False
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="compute dtype: bf16 on a GPU by default "
+                                                                       "(fp16 would need loss scaling)")
     device: str = "auto"
     seed: int = 0
     limit: int | None = Field(None, ge=1, description="train on the first N examples only")

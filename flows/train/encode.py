@@ -68,8 +68,20 @@ def sequence_pairs(example: Example, method: str) -> dict[str, tuple[str, str]]:
 
 
 def encode_example(tokenizer, example: Example, method: str, max_length: int) -> dict[str, Encoded]:
-    return {name: encode(tokenizer, example.system, x, y, max_length)
+    """The method's sequences for one example. A response cut in one sequence is cut to the same
+    length in every sequence it appears in, so lr(y|x1) - lr(y|x2) compares the same tokens."""
+    seqs = {name: encode(tokenizer, example.system, x, y, max_length)
             for name, (x, y) in sequence_pairs(example, method).items()}
+    for response in ("y1", "y2"):
+        names = [n for n in seqs if n.endswith(response)]
+        keep = min((len(seqs[n].labels) - seqs[n].n_prompt for n in names), default=0)
+        for n in names:
+            s = seqs[n]
+            if len(s.labels) - s.n_prompt > keep:
+                cut = s.n_prompt + keep
+                flags = [f for f in (s.truncated or "").split("+") if f and f != "response"] + ["response"]
+                seqs[n] = Encoded(s.input_ids[:cut], s.labels[:cut], "+".join(flags))
+    return seqs
 
 
 def collate(encoded: list[dict[str, Encoded]], method: str, pad_id: int):

@@ -70,7 +70,8 @@ def setup_models(cfg: TrainConfig, device, dtype, encoded, ids, pad_id: int, out
         policy = M.add_lora(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     reference = None
     if cfg.reference_mode == "copy":
-        reference = M.FrozenCopy(load(dtype, False))
+        # the same weight dtype as the policy: at step 0 policy and reference must agree exactly
+        reference = M.FrozenCopy(load(dtype if cfg.lora else torch.float32, False))
     elif cfg.reference_mode == "adapter":
         reference = M.AdapterDisabled(policy)
     elif cfg.reference_mode == "precomputed":
@@ -106,8 +107,6 @@ def _to(batch: dict, device) -> dict:
 
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dict:
     out = cfg.output_dir
-    _clear_previous(out)
-    out.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = M.pick_device(cfg.device)
@@ -125,15 +124,19 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
                 if part:
                     truncated[part] += 1
 
+    # Data and tokenizer are good: only now replace what an earlier run left in `out`.
+    _clear_previous(out)
+    out.mkdir(parents=True, exist_ok=True)
+
     # Models: the policy (LoRA adapter or all weights) and its reference.
     policy, reference = setup_models(cfg, device, dtype, encoded, ids, tokenizer.pad_token_id,
                                      out / "ref_logps.jsonl")
 
-    # Optimizer and schedule.
+    # Optimizer and schedule: a step is grad_accum micro-batches; an epoch ends with a short one.
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_step = cfg.micro_batch * cfg.grad_accum
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(encoded) / per_step))
+    micro_per_epoch = math.ceil(len(encoded) / cfg.micro_batch)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
     warmup = int(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total_steps, warmup))
 
@@ -155,21 +158,24 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
     started = time.perf_counter()
     for step in range(total_steps):
         t0, tokens, parts = time.perf_counter(), 0, []
-        for _ in range(cfg.grad_accum):
-            epoch, batch_ids, batch = next(stream)
+        micro = [next(stream) for _ in range(cfg.grad_accum)]
+        n_examples = sum(len(batch_ids) for _, batch_ids, _ in micro)
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses
+        for epoch, batch_ids, batch in micro:
             batch = _to(batch, device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss, metrics = compute_loss(cfg, policy, reference, batch, batch_ids)
-            (loss / cfg.grad_accum).backward()
+            # Each example weighs the same in the step, however the micro-batches fell.
+            (loss * len(batch_ids) / n_examples).backward()
             tokens += int(batch["attention_mask"].sum())
-            parts.append(metrics)
+            parts.append((len(batch_ids), metrics))
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        record = {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
-        record |= {"step": step + 1, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+        record = {k: sum(n * m[k] for n, m in parts) / n_examples for k in parts[0][1]}
+        record |= {"step": step + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm,
                    "tokens_per_s": tokens / (time.perf_counter() - t0),
                    "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
         history.append(record)
@@ -183,6 +189,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
     metrics_file.close()
 
     _save(policy, tokenizer, out / "final")
+    if cfg.lora and cfg.save_merged:  # weights a server such as vLLM loads as they are
+        _save(policy.merge_and_unload(), tokenizer, out / "merged")
     report = {
         "method": cfg.method, "model": cfg.model, "data": cfg.data, "examples": len(encoded),
         "steps": total_steps, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
@@ -206,7 +214,7 @@ def _save(policy, tokenizer, path: Path) -> None:
 
 def _clear_previous(out: Path) -> None:
     """A rerun into the same folder replaces what a previous run left, nothing else there."""
-    for old in [*out.glob("checkpoint-*"), out / "final"]:
+    for old in [*out.glob("checkpoint-*"), out / "final", out / "merged"]:
         shutil.rmtree(old, ignore_errors=True)
     for name in ("metrics.jsonl", "ref_logps.jsonl", "train_report.json"):
         (out / name).unlink(missing_ok=True)

@@ -4,6 +4,9 @@ Inputs are 1-D tensors, one value per example: the log-prob of a response given 
 summed over the response tokens, under the policy (`pi_*`) and the reference (`ref_*`).
 lr(y|x) = pi(y|x) - ref(y|x). Every function returns (loss per example, metrics per example).
 
+Metrics per example: margin_x1 / accuracy_x1 (output preference given x1: y1 over y2), margin_x2
+(given x2: y2 over y1), and the input preferences margin_y1 (y1: x1 over x2) and margin_y2.
+
 IOPO names the four sequences of a quadruple (x1, y1, x2, y2) by (response, prompt):
     lr11 = lr(y1|x1), lr21 = lr(y2|x1), lr22 = lr(y2|x2), lr12 = lr(y1|x2)
     Pi1 = beta [2 lr11 - lr21 - lr12]       Pi2 = beta [2 lr22 - lr12 - lr21]
@@ -51,14 +54,16 @@ def iopo_loss(pi: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], beta: f
     lr = {name: pi[name] - ref[name] for name in SEQUENCES[method]}
     out_x1 = beta * (lr["x1y1"] - lr["x1y2"])  # output preference given x1: y1 over y2
     in_y1 = beta * (lr["x1y1"] - lr["x2y1"])  # input preference for y1: x1 over x2
-    metrics = {"margin_x1": out_x1.detach(), "accuracy_x1": (out_x1 > 0).float().detach()}
+    metrics = {"margin_x1": out_x1.detach(), "accuracy_x1": (out_x1 > 0).float().detach(),
+               "margin_y1": in_y1.detach(), "accuracy_y1": (in_y1 > 0).float().detach()}
     if method == "iopo-light":
         pi1 = out_x1 + in_y1
         return -F.logsigmoid(pi1), metrics | {"pi1": pi1.detach()}
 
     out_x2 = beta * (lr["x2y2"] - lr["x2y1"])  # output preference given x2: y2 over y1
     in_y2 = beta * (lr["x2y2"] - lr["x1y2"])  # input preference for y2: x2 over x1
-    metrics |= {"margin_x2": out_x2.detach(), "accuracy_x2": (out_x2 > 0).float().detach()}
+    metrics |= {"margin_x2": out_x2.detach(), "accuracy_x2": (out_x2 > 0).float().detach(),
+                "margin_y2": in_y2.detach(), "accuracy_y2": (in_y2 > 0).float().detach()}
     if method == "iopo":
         pi1, pi2 = out_x1 + in_y1, out_x2 + in_y2
         return -F.logsigmoid((pi1 + pi2) / 2), metrics | {"pi1": pi1.detach(), "pi2": pi2.detach()}

@@ -10,6 +10,7 @@ The reference model, by `reference`:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,16 @@ def load_model(name: str, dtype: torch.dtype, device: torch.device, trainable: b
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True).to(device)
+        if (Path(name) / "adapter_config.json").exists():
+            # A LoRA output (e.g. the SFT run's final/): its base with the adapter merged in is the
+            # model to start from; a fresh adapter on top of it trains from there.
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True)
+            model = model.merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True)
+        model = model.to(device)
     except OSError as exc:
         raise _missing(name, exc) from None
     if not trainable:

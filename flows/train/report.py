@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 # Columns worth a glance, in order; a method logs the ones that apply to it.
-KEY_METRICS = ("loss", "accuracy_x1", "accuracy_x2", "margin_x1", "margin_x2", "reward_chosen",
+KEY_METRICS = ("loss", "accuracy_x1", "accuracy_x2", "margin_x1", "margin_x2", "accuracy_y1", "accuracy_y2",
+               "margin_y1", "margin_y2", "reward_chosen",
                "reward_rejected", "accuracy", "margin", "nll_per_token", "lr", "grad_norm", "tokens_per_s",
                "peak_mem_gb")
 
