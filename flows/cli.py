@@ -124,12 +124,13 @@ def cmd_up(args) -> int:
     from flows.stack import state_folder, up
 
     stack = up(state_folder(args.state), port=args.port, backend=None if args.backend == "none" else args.backend,
-               llm_port=args.llm_port, backend_model=args.model)
+               llm_port=args.llm_port, backend_model=args.model, gpu_worker=args.gpu_worker)
     print(f"Prefect UI:  {stack['ui']}")
     print(f"Prefect API: {stack['api']}   (export PREFECT_API_URL={stack['api']})")
     if stack.get("llm"):
         print(f"LLM:         {stack['llm']}   (trace-build run --base-url {stack['llm']})")
-    print("deployments: trace-build/manual, trace-build/nightly; worker on pool 'local'")
+    workers = "pools 'local' and 'gpu'" if args.gpu_worker else "pool 'local' (start one on 'gpu' where you train)"
+    print(f"deployments: trace-build/manual, trace-build/nightly, iopo-train/gpu, trace-eval/manual; workers on {workers}")
     print(f"processes:   {', '.join(p['name'] + ' ' + str(p['pid']) for p in stack['processes'])}")
     print("stop with:   trace-build down")
     return 0
@@ -250,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also serve an LLM on --llm-port")
     u.add_argument("--model", help="model of the LLM backend")
     u.add_argument("--llm-port", type=int, default=8011)
+    u.add_argument("--gpu-worker", action="store_true", help="also run a worker on the gpu pool (this machine trains)")
     u.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
     u.set_defaults(func=cmd_up)
     d = sub.add_parser("down", help="stop everything `trace-build up` started")

@@ -73,7 +73,7 @@ def _alive(pid: int) -> bool:
 
 
 def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int = 8011,
-       backend_model: str | None = None, timeout: float = 120) -> dict:
+       backend_model: str | None = None, timeout: float = 120, gpu_worker: bool = False) -> dict:
     stack_file = state / STACK_FILE
     if stack_file.exists() and any(_alive(p["pid"]) for p in json.loads(stack_file.read_text())["processes"]):
         raise BackendError(f"a stack is already up ({stack_file}); run `trace-build down` first")
@@ -105,6 +105,9 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         worker_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
         record("worker-local", _spawn([prefect, "worker", "start", "--pool", "local"], worker_env, logs / "worker.log"),
                logs / "worker.log")
+        if gpu_worker:  # this machine also trains: it takes the iopo-train/gpu runs a build starts
+            record("worker-gpu", _spawn([prefect, "worker", "start", "--pool", "gpu"], worker_env,
+                                        logs / "worker-gpu.log"), logs / "worker-gpu.log")
         if backend:
             cmd = [sys.executable, "-m", "flows.cli", "serve-llm", "--backend", backend, "--port", str(llm_port)]
             if backend_model:

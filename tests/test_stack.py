@@ -18,12 +18,14 @@ def alive(pid: int) -> bool:
 def test_up_then_down(tmp_path):
     state, port, llm_port = tmp_path / "state", free_port(), free_port()
     env = {"TRACE_BUILD_STATE": str(state)}
-    started = run_cli("up", "--port", port, "--backend", "simulated", "--llm-port", llm_port, env=env, timeout=240)
+    started = run_cli("up", "--port", port, "--backend", "simulated", "--llm-port", llm_port, "--gpu-worker",
+                      env=env, timeout=240)
     try:
         assert started.returncode == 0, started.stderr
         assert f"http://127.0.0.1:{port}" in started.stdout and "trace-build down" in started.stdout
         stack = json.loads((state / "stack.json").read_text())
-        assert [p["name"] for p in stack["processes"]] == ["prefect-server", "worker-local", "llm-simulated"]
+        assert [p["name"] for p in stack["processes"]] == ["prefect-server", "worker-local", "worker-gpu",
+                                                           "llm-simulated"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as resp:
             assert resp.read().strip() == b"true"
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/deployments/filter", data=b"{}",
