@@ -180,13 +180,14 @@ def cmd_eval(args) -> int:
     from flows.evaluation import PHASES, SERVER_FAILURES, evaluate, metrics_markdown
     from flows.llm.client import LLMFailure
 
-    overrides = {"data": args.data, "limit": args.limit, "out": args.out, "model.base_urls": args.base_url,
+    overrides = {"data": args.data, "limit": args.limit, "sample": args.sample, "out": args.out,
+                 "model.base_urls": args.base_url,
                  "model.model": args.model, "model.backend": None if args.base_url else args.backend,
                  "model.backend_model": args.backend_model, "rule_checks": False if args.no_rule_checks else None}
     if args.judge_base_url or args.judge_backend or args.judge_model:
         overrides |= {"judge.base_urls": args.judge_base_url, "judge.model": args.judge_model,
                       "judge.backend": None if args.judge_base_url else args.judge_backend,
-                      "judge.backend_model": args.judge_backend_model}
+                      "judge.backend_model": args.judge_backend_model, "judge.api_key_env": args.judge_api_key_env}
     cfg = load_config(args.config, overrides, model=EvalConfig)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
@@ -287,7 +288,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="official-layout eval JSONL or a run folder (default: the official 1,042 rows)")
     e.add_argument("--limit", type=int, help="the first N rows only (the official file lists its 200 "
                                              "single-constraint rows first)")
+    e.add_argument("--sample", type=int, help="N rows spread evenly over the file (IF-S and IF-M alike)")
     e.add_argument("--out", help="results folder (default runs/eval); rerunning reuses every cached answer")
+    e.add_argument("--judge-api-key-env", help="environment variable holding the judge's API key "
+                                               "(default OPENAI_API_KEY)")
     e.add_argument("--base-url", action="append", help="the model under test: OpenAI-compatible /v1 URL")
     e.add_argument("--model", help="model name to request from it")
     e.add_argument("--backend", choices=["embedded", "simulated", "vllm"], help="start this backend as the model")

@@ -127,6 +127,7 @@ class EvalConfig(_Strict):
     data: str | None = Field(None, description="official-layout eval JSONL or a run folder; default: the official set")
     out: str = "runs/eval"
     limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
+    sample: int | None = Field(None, ge=1, description="evaluate N rows spread evenly over the file")
     model: LLMConfig = Field(default_factory=LLMConfig, description="the model under test")
     judge: LLMConfig | None = Field(None, description="the judge; default: the model under test's server")
     answer_temperature: float = 0.1

@@ -38,7 +38,7 @@ from flows.rules import accept_checks, agreement, checkable_ids, checks_schema, 
 from flows.stages.respond import grade_schema, scores_from
 from flows.store import to_table, write_json_atomic, write_table_atomic
 from flows.taxonomy import Taxonomy, load_taxonomy
-from flows.evalset import load_eval_rows, resolve_eval_path
+from flows.evalset import load_eval_rows, resolve_eval_path, spread_sample
 
 log = logging.getLogger("trace_build.eval")
 PHASES = ["answer", "judge"]
@@ -214,6 +214,8 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
     taxonomy = load_taxonomy()
     prompts = default_library()
     rows = load_eval_rows(cfg.data, taxonomy, cfg.limit)
+    if cfg.sample:
+        rows = spread_sample(rows, cfg.sample)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress.start(len(rows), PHASES)

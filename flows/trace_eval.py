@@ -18,6 +18,7 @@ from flows.trace_build import ArtifactProgress
 async def trace_eval(
     data: str | None = None,
     limit: int | None = None,
+    sample: int | None = None,
     out: str = "runs/eval",
     base_urls: list[str] | None = None,
     model: str | None = None,
@@ -32,7 +33,7 @@ async def trace_eval(
     """Evaluate a model on Trace (default: the official 1,042-row set; or a run folder's eval
     split). The model under test is at base_urls (or a backend started for the run); the judge at
     judge_base_urls / judge_backend, by default the same server."""
-    overrides = {"data": data, "limit": limit, "out": out, "model.base_urls": base_urls, "model.model": model,
+    overrides = {"data": data, "limit": limit, "sample": sample, "out": out, "model.base_urls": base_urls, "model.model": model,
                  "model.backend": None if base_urls else backend, "model.backend_model": backend_model}
     if judge_base_urls or judge_backend or judge_model:
         overrides |= {"judge.base_urls": judge_base_urls, "judge.model": judge_model,

@@ -176,3 +176,28 @@ def test_server_errors_leave_rows_unscored_and_the_exit_status_says_so(tmp_path)
     assert done.returncode == 1 and "2 rows not evaluated (server errors: answer_unavailable:server_error)" in done.stderr
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["scored"] == 0 and results["incomplete"] == 2 and results["if_s"]["strict"]["rate"] is None
+
+
+def test_a_spread_sample_sees_single_and_multi_constraint_rows():
+    from flows.evalset import spread_sample
+
+    rows = load_eval_rows(None, load_taxonomy())
+    sample = spread_sample(rows, 10)
+    assert len(sample) == 10 and sample == spread_sample(rows, 10)
+    counts = [len(r["constraints"]) for r in sample]
+    assert 1 in counts and any(c > 1 for c in counts)  # the first 10 rows would all be IF-S
+    assert all(len(r["constraints"]) == 1 for r in rows[:10])
+
+
+def test_api_keys_never_reach_the_results(tmp_path):
+    secret, judge_secret = "sk-model-5f1c9e0b7d", "sk-judge-8a2e4c6d"
+    with start_sim() as server:
+        done = run_cli("eval", "--sample", 3, "--base-url", server.base_url, "--judge-base-url", server.base_url,
+                       "--judge-api-key-env", "JUDGE_KEY", "--out", tmp_path / "o", "--quiet",
+                       env={"OPENAI_API_KEY": secret, "JUDGE_KEY": judge_secret})
+    assert done.returncode == 0, done.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert secret.encode() not in blob and judge_secret.encode() not in blob, path
+    assert secret not in done.stdout + done.stderr and judge_secret not in done.stdout + done.stderr
