@@ -15,9 +15,8 @@ from pathlib import Path
 
 from flows.config import RunConfig
 from flows.contracts import PAIR_STAGES, SCHEMA_VERSION, SPLIT_REJECTS, STAGES, SYSTEM_PROMPT, split_schema, stage_schema
-from flows.llm.backends import llm_endpoints, resolve_api_key
+from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
-from flows.llm.client import LLMClient
 from flows.pipeline import NoProgress, Progress, StageClock, Tracker, run_all, shard_rows, untracked
 from flows.prompts import PromptLibrary, default_library
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
@@ -114,12 +113,7 @@ async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
     clock = StageClock()
     cache = RequestCache(cfg.llm.cache_path or store.run_dir / "llm-cache.sqlite")
     with llm_endpoints(cfg.llm) as (base_urls, dialect):
-        client = LLMClient(
-            base_urls, cache, model=cfg.llm.model, dialect=dialect, max_in_flight=cfg.llm.max_in_flight,
-            timeout_s=cfg.llm.timeout_s, max_attempts=cfg.llm.max_attempts,
-            parse_attempts=cfg.llm.parse_attempts, backoff_s=cfg.llm.backoff_s,
-            api_key=resolve_api_key(cfg.llm),
-        )
+        client = client_for(cfg.llm, base_urls, dialect, cache)
         try:
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)

@@ -176,19 +176,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from flows.config import EvalConfig
+    from flows.config import EvalConfig, eval_overrides
     from flows.evaluation import PHASES, SERVER_FAILURES, evaluate, metrics_markdown
     from flows.llm.client import LLMFailure
 
-    overrides = {"data": args.data, "limit": args.limit, "sample": args.sample, "out": args.out,
-                 "model.base_urls": args.base_url,
-                 "model.model": args.model, "model.backend": None if args.base_url else args.backend,
-                 "model.backend_model": args.backend_model, "rule_checks": False if args.no_rule_checks else None}
-    if args.judge_base_url or args.judge_backend or args.judge_model:
-        overrides |= {"judge.base_urls": args.judge_base_url, "judge.model": args.judge_model,
-                      "judge.backend": None if args.judge_base_url else args.judge_backend,
-                      "judge.backend_model": args.judge_backend_model, "judge.api_key_env": args.judge_api_key_env}
-    cfg = load_config(args.config, overrides, model=EvalConfig)
+    cfg = load_config(args.config, eval_overrides(
+        data=args.data, limit=args.limit, sample=args.sample, out=args.out,
+        rule_checks=False if args.no_rule_checks else None, base_urls=args.base_url, model=args.model,
+        backend=args.backend, backend_model=args.backend_model, judge_base_urls=args.judge_base_url,
+        judge_model=args.judge_model, judge_backend=args.judge_backend, judge_backend_model=args.judge_backend_model,
+        judge_api_key_env=args.judge_api_key_env), model=EvalConfig)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         result = aio.run(evaluate(cfg, progress))

@@ -143,6 +143,20 @@ class EvalConfig(_Strict):
     rule_policy: Literal["both", "judge", "rule"] = "both"
 
 
+def eval_overrides(*, base_urls=None, model=None, backend=None, backend_model=None, judge_base_urls=None,
+                   judge_model=None, judge_backend=None, judge_backend_model=None, judge_api_key_env=None,
+                   **top) -> dict:
+    """Dotted EvalConfig overrides from command-line or flow parameters (None: not given). A base
+    URL wins over a backend; the judge section exists only when something about the judge is given."""
+    overrides = {**top, "model.base_urls": base_urls, "model.model": model,
+                 "model.backend": None if base_urls else backend, "model.backend_model": backend_model}
+    if judge_base_urls or judge_backend or judge_model:
+        overrides |= {"judge.base_urls": judge_base_urls, "judge.model": judge_model,
+                      "judge.backend": None if judge_base_urls else judge_backend,
+                      "judge.backend_model": judge_backend_model, "judge.api_key_env": judge_api_key_env}
+    return overrides
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None, model: type = RunConfig):
     """Read a YAML config (optional), apply dotted overrides like {"llm.base_urls": [...]}, and
     validate it as `model` (RunConfig, or EvalConfig for an evaluation)."""

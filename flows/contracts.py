@@ -160,6 +160,11 @@ def content_id(*parts) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def request_seed(run_seed: int, *purpose) -> int:
+    """The sampling seed of one LLM request, fixed by the run seed and what the request is for."""
+    return int(content_id(run_seed, "request", *purpose), 16) % (2**31)
+
+
 def serialise_instruction(description: str, constraints: list[str], input_text: str | None) -> str:
     """The official Trace layout of an instruction (paper-notes.md section 3)."""
     text = description + "\n" + "".join(c + "\n" for c in constraints)

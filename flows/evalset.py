@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flows.contracts import SYSTEM_PROMPT
 from flows.seeds import InputError
-from flows.stages.structure import _NUMBERING
+from flows.stages.structure import strip_numbering
 
 OFFICIAL_EVAL = Path(__file__).resolve().parent.parent / "data" / "trace-eval" / "202409_trace_evaluation.jsonl"
 UNKNOWN = "unknown"
@@ -81,7 +81,7 @@ def _row(path: Path, number: int, raw, taxonomy) -> dict:
     constraints = []
     for i, (text, label) in enumerate(zip(splits, labels), start=1):
         dim = taxonomy.by_zh(label) if isinstance(label, str) else None
-        constraints.append({"id": f"c{i}", "text": _NUMBERING.sub("", text).strip() or text.strip(),
+        constraints.append({"id": f"c{i}", "text": strip_numbering(text) or text.strip(),
                             "dimension": dim.id if dim else UNKNOWN, "dimension_zh": label,
                             "type": dim.type if dim else UNKNOWN, "check": None})
     return {"id": str(raw["id"]), "system": system, "prompt": user, "description": raw["description"],

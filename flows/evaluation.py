@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.config import EvalConfig
-from flows.contracts import EVAL_ROW, content_id
-from flows.llm.backends import llm_endpoints, resolve_api_key
+from flows.contracts import EVAL_ROW, request_seed
+from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMCall, LLMClient, LLMFailure
 from flows.pipeline import NoProgress, Progress
+from flows.report import agreement_markdown
 from flows.prompts import Prompt, PromptLibrary, default_library
 from flows.rules import accept_checks, agreement, checkable_ids, checks_schema, needs_checks, passes
 from flows.stages.respond import grade_schema, scores_from
@@ -65,10 +66,6 @@ def followed(scores: list[dict], overall: int, policy: str) -> dict:
 NOT_FOLLOWED = {"followed_strict": False, "followed_with_rules": False, "followed_overall": False}
 
 
-def _seed(cfg: EvalConfig, *purpose) -> int:
-    return int(content_id(cfg.seed, *purpose), 16) % (2**31)
-
-
 async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMClient, prompts: PromptLibrary,
                        taxonomy: Taxonomy, progress: Progress, checks_cache: RequestCache | None = None) -> dict:
     out = {"id": row["id"], "category": row["category"], "n_constraints": len(row["constraints"]),
@@ -80,7 +77,7 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
     try:
         answer = await model.chat(LLMCall(
             stage="answer", prompt=Prompt("eval_answer", "messages", messages), temperature=cfg.answer_temperature,
-            max_tokens=cfg.answer_max_tokens, seed=_seed(cfg, row["id"], "answer")))
+            max_tokens=cfg.answer_max_tokens, seed=request_seed(cfg.seed, row["id"], "answer")))
     except LLMFailure as exc:
         progress.advance("answer")
         progress.advance("judge")
@@ -98,7 +95,7 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
                 stage="checks", prompt=prompts.render("extract_checks", constraints=constraints,
                                                       checkable=checkable_ids(taxonomy)),
                 schema=checks_schema(len(constraints)), temperature=0.0, max_tokens=cfg.checks_max_tokens,
-                seed=_seed(cfg, row["id"], "checks")), cache=checks_cache)
+                seed=request_seed(cfg.seed, row["id"], "checks")), cache=checks_cache)
             checks = accept_checks(constraints, result.data["checks"], taxonomy)
             constraints = [{**c, "check": spec} for c, spec in zip(constraints, checks)]
         except LLMFailure as exc:  # the judge still scores; only the rule column stays empty
@@ -108,7 +105,7 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
             stage="judge", prompt=prompts.render("grade", description=row["description"], constraints=constraints,
                                                  input=row["input"], response=response),
             schema=grade_schema(len(constraints)), temperature=cfg.judge_temperature,
-            max_tokens=cfg.judge_max_tokens, seed=_seed(cfg, row["id"], "judge")))
+            max_tokens=cfg.judge_max_tokens, seed=request_seed(cfg.seed, row["id"], "judge")))
     except LLMFailure as exc:
         progress.advance("judge")
         return out | {"constraints": constraints, "failure": f"judge_failed:{exc.reason}"}
@@ -197,16 +194,7 @@ def metrics_markdown(metrics: dict, model: str, judge: str) -> str:
     lines += ["", "## By category", "", "| category | " + head.split("| |", 1)[1].strip()]
     lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |"
               for k, m in metrics["by_category"].items()]
-    if metrics["rule_agreement"]:
-        lines += ["", "## Rule checks vs judge", "", "| dimension | constraints | agree | rate |", "|---|---|---|---|"]
-        lines += [f"| {d} | {a['n']} | {a['agree']} | {a['rate']:.2f} |" for d, a in metrics["rule_agreement"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _client(llm, base_urls: list[str], dialect: str, cache: RequestCache) -> LLMClient:
-    return LLMClient(base_urls, cache, model=llm.model, dialect=dialect, max_in_flight=llm.max_in_flight,
-                     timeout_s=llm.timeout_s, max_attempts=llm.max_attempts, parse_attempts=llm.parse_attempts,
-                     backoff_s=llm.backoff_s, api_key=resolve_api_key(llm))
+    return "\n".join(lines) + "\n" + agreement_markdown(metrics["rule_agreement"])
 
 
 async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalResult:
@@ -225,14 +213,14 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
     try:
         with ExitStack() as servers:
             model_urls, model_dialect = servers.enter_context(llm_endpoints(cfg.model))
-            model = _client(cfg.model, model_urls, model_dialect, cache)
+            model = client_for(cfg.model, model_urls, model_dialect, cache)
             if judge_cfg == cfg.model:
                 judge = model
             elif not judge_cfg.base_urls and not judge_cfg.backend:  # another model on the same server
-                judge = _client(judge_cfg, model_urls, model_dialect, cache)
+                judge = client_for(judge_cfg, model_urls, model_dialect, cache)
             else:
                 judge_urls, judge_dialect = servers.enter_context(llm_endpoints(judge_cfg))
-                judge = _client(judge_cfg, judge_urls, judge_dialect, cache)
+                judge = client_for(judge_cfg, judge_urls, judge_dialect, cache)
             try:
                 await model.resolve_model()
                 await judge.resolve_model()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.config import EvalConfig, load_config
+from flows.config import EvalConfig, eval_overrides, load_config
 from flows.evaluation import PHASES, evaluate, metrics_markdown
 from flows.trace_build import ArtifactProgress
 
@@ -33,13 +33,10 @@ async def trace_eval(
     """Evaluate a model on Trace (default: the official 1,042-row set; or a run folder's eval
     split). The model under test is at base_urls (or a backend started for the run); the judge at
     judge_base_urls / judge_backend, by default the same server."""
-    overrides = {"data": data, "limit": limit, "sample": sample, "out": out, "model.base_urls": base_urls, "model.model": model,
-                 "model.backend": None if base_urls else backend, "model.backend_model": backend_model}
-    if judge_base_urls or judge_backend or judge_model:
-        overrides |= {"judge.base_urls": judge_base_urls, "judge.model": judge_model,
-                      "judge.backend": None if judge_base_urls else judge_backend,
-                      "judge.backend_model": judge_backend_model}
-    cfg = load_config(config, overrides, model=EvalConfig)
+    cfg = load_config(config, eval_overrides(
+        data=data, limit=limit, sample=sample, out=out, base_urls=base_urls, model=model, backend=backend,
+        backend_model=backend_model, judge_base_urls=judge_base_urls, judge_model=judge_model,
+        judge_backend=judge_backend, judge_backend_model=judge_backend_model), model=EvalConfig)
     progress = ArtifactProgress(prefix="trace-eval-progress", unit="rows")
     result = await evaluate(cfg, progress)
     await progress.finish()

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from flows.config import ConfigError, LLMConfig
 from flows.llm import embedded, vllm
+from flows.llm.client import LLMClient
 from flows.llm.running import RunningServer
 
 # How each backend takes a JSON schema (see the notes beside each constant).
@@ -48,6 +49,13 @@ def llm_endpoints(cfg: LLMConfig) -> Iterator[tuple[list[str], str]]:
         raise ConfigError("no LLM server: give --base-url URL or --backend simulated|embedded|vllm")
     with start_backend(cfg.backend, cfg.backend_model) as server:
         yield [server.base_url], cfg.dialect or DIALECTS[cfg.backend]
+
+
+def client_for(cfg: LLMConfig, base_urls: list[str], dialect: str, cache) -> LLMClient:
+    """The LLM client for endpoints of `cfg` (from llm_endpoints), answering through `cache`."""
+    return LLMClient(base_urls, cache, model=cfg.model, dialect=dialect, max_in_flight=cfg.max_in_flight,
+                     timeout_s=cfg.timeout_s, max_attempts=cfg.max_attempts, parse_attempts=cfg.parse_attempts,
+                     backoff_s=cfg.backoff_s, api_key=resolve_api_key(cfg))
 
 
 def resolve_api_key(cfg: LLMConfig) -> str | None:

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from flows.config import PipelineConfig
-from flows.contracts import content_id
+from flows.contracts import content_id, request_seed
 from flows.llm.client import LLMCall, LLMClient, LLMFailure, LLMResult
 from flows.prompts import PromptError, PromptLibrary
 from flows.taxonomy import Taxonomy
@@ -45,7 +45,7 @@ class StageContext:
         return random.Random(int(content_id(self.config.seed, *purpose), 16))
 
     def request_seed(self, *purpose) -> int:
-        return int(content_id(self.config.seed, "request", *purpose), 16) % (2**31)
+        return request_seed(self.config.seed, *purpose)
 
     def fingerprint(self, stage: "Stage") -> str:
         """Everything besides its input rows that a stage's output depends on: a finished shard

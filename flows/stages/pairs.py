@@ -14,7 +14,7 @@ import asyncio
 
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 from flows.stages.respond import full_score, grade, instruction_text
-from flows.stages.structure import _NUMBERING
+from flows.stages.structure import strip_numbering
 
 EDIT_OPS = ("add", "delete", "revise")
 
@@ -62,7 +62,7 @@ def apply_edit(op: str, data: dict, constraints: list[dict], taxonomy) -> tuple[
         added = []
         for item in data["new_constraints"]:
             dim = taxonomy.dimension(item["dimension"])
-            added.append({"id": "", "text": _NUMBERING.sub("", item["text"]).strip(), "dimension": dim.id,
+            added.append({"id": "", "text": strip_numbering(item["text"]), "dimension": dim.id,
                           "dimension_zh": dim.zh, "type": dim.type, "check": None})
         new = renumber(constraints + added)
         return new, [c["id"] for c in new[len(constraints):]]
@@ -72,7 +72,7 @@ def apply_edit(op: str, data: dict, constraints: list[dict], taxonomy) -> tuple[
             raise Reject("edit_invalid", "delete would remove every constraint")
         return renumber([c for i, c in enumerate(constraints) if i not in gone]), \
             [constraints[i]["id"] for i in sorted(gone)]
-    revised = {r["number"] - 1: _NUMBERING.sub("", r["text"]).strip() for r in data["revisions"]}
+    revised = {r["number"] - 1: strip_numbering(r["text"]) for r in data["revisions"]}
     if any(constraints[i]["text"] == text or not text for i, text in revised.items()):
         raise Reject("edit_invalid", "a revision left the constraint unchanged or empty")
     # A revised constraint loses its rule check: the check was made for the old text.

@@ -9,6 +9,11 @@ from flows.rules import accept_checks, checkable_ids, checks_schema, needs_check
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)、．]|[-*•])\s*")
+
+
+def strip_numbering(text: str) -> str:
+    """A constraint's text without the list number or bullet an LLM or a file put before it."""
+    return _NUMBERING.sub("", text).strip()
 _NO_INPUT = {"", "null", "none", "n/a", "无", "空"}
 
 
@@ -52,7 +57,7 @@ class StructureStage(Stage):
             raise Reject("structuring_refused", data["reason"][:500])
         constraints = []
         for item in data["constraints"]:
-            text = _NUMBERING.sub("", item["text"]).strip()
+            text = strip_numbering(item["text"])
             if not text:
                 continue
             dim = ctx.taxonomy.dimension(item["dimension"])

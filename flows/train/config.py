@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows.config import ConfigError, one_line
+from flows.config import ConfigError, load_config
 from flows.train.methods import METHODS
 
 
@@ -69,17 +68,8 @@ class TrainConfig(BaseModel):
 
 
 def load_train_config(path: str | Path | None, overrides: dict) -> TrainConfig:
-    """Config file (optional) + overrides; keys whose value is None are left alone."""
-    data = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the training config ({exc})") from None
-    data |= {k: v for k, v in overrides.items() if v is not None}
-    try:
-        cfg = TrainConfig(**data)
-        cfg.reference_mode  # noqa: B018 -- validate the combination now, not mid-run
-        return cfg
-    except ValidationError as exc:
-        raise ConfigError(one_line(exc, str(path or "training parameters"))) from None
+    """Config file (optional) + overrides (keys whose value is None are left alone), validated
+    now, the choice of reference included, not mid-run."""
+    cfg = load_config(path, overrides, model=TrainConfig)
+    cfg.reference_mode  # noqa: B018 -- raises ConfigError for an impossible combination
+    return cfg
