@@ -1,4 +1,4 @@
-"""The `trace-build` command line: serve-llm, run, status.
+"""The `trace-build` command line: serve-llm, run, status, up, down, train, eval.
 
 A user mistake (bad seed file, bad config, no server) ends with one line on stderr and exit
 status 2, never a traceback.
