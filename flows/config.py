@@ -64,7 +64,7 @@ class SamplingConfig(_Strict):
 
 class PipelineConfig(_Strict):
     seed: int = Field(0, description="seed for every random draw and every sampled request")
-    shard_size: int = Field(16, ge=1, description="seeds per shard (the unit of resume and of Prefect tasks)")
+    shard_size: int = Field(16, ge=1, description="seeds per shard (the unit of storage and resume)")
     max_seed_chars: int = Field(8000, ge=1, description="longer seeds are rejected (seed_too_long)")
     constraint_counts: dict[int, float] | None = Field(
         None, description="distribution of constraints per instruction; default: the paper's train histogram")
@@ -81,6 +81,13 @@ class PipelineConfig(_Strict):
         if value is not None and (not value or any(k < 1 or w < 0 for k, w in value.items()) or sum(value.values()) <= 0):
             raise ValueError("needs counts >= 1 with non-negative weights that sum above 0")
         return value
+
+
+class ExecutionConfig(_Strict):
+    """How a build is run: none of it changes a row, so none of it is in a stage's fingerprint."""
+
+    window_size: int = Field(1024, ge=1, description="seeds admitted together; a Prefect task per window")
+    windows_in_flight: int = Field(2, ge=1, description="windows in the stages at once (bounds memory)")
 
 
 class SplitsConfig(_Strict):
@@ -109,6 +116,7 @@ class RunConfig(_Strict):
     prompts_dir: str | None = Field(None, description="prompt templates to use instead of the shipped prompts/")
     llm: LLMConfig = Field(default_factory=LLMConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 

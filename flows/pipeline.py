@@ -2,18 +2,19 @@
 
 Each row walks through the stages on its own: the moment its stage-2 answer arrives, its stage-3
 request is sent, whatever its neighbours are doing; after stage 5 it forks into the DPO and IOPO
-stages at once. Per (stage, shard) a collector gathers the
-results and writes the shard file once every row that entered the stage has left it, so shards
-stay the unit of storage and resume while rows are the unit of work. The LLM client's semaphore
-bounds what actually reaches the server. A finished (stage, shard) is read back from the store
-instead of being computed again.
+stages at once. Per (stage, shard) a collector gathers the results and writes the shard file once
+every row that entered the stage has left it, so shards stay the unit of storage and resume while
+rows are the unit of work. Seeds are admitted in windows of shards, a bounded number at a time,
+so memory does not grow with the size of the build; a window is the unit a Prefect task tracks.
+The LLM client's semaphore bounds what actually reaches the server. A finished (stage, shard)
+is read back from the store instead of being computed again.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import defaultdict
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Iterable, Iterator, Protocol
 
 from flows.contracts import PARENT, stage_schema
 from flows.stages.base import Stage, StageContext
@@ -55,14 +56,6 @@ class StageClock:
         return {stage: {"wall_s": round(self.last[stage] - self.first[stage], 3),
                         "row_s_mean": round(self.busy[stage] / self.rows[stage], 3), "rows": self.rows[stage]}
                 for stage in self.first}
-
-
-# Wraps the wait for one (stage, shard) to finish, e.g. as a Prefect task: (stage, shard, wait).
-Tracker = Callable[[str, int, Callable[[], Awaitable["StageShard"]]], Awaitable["StageShard"]]
-
-
-async def untracked(stage: str, shard: int, wait):
-    return await wait()
 
 
 class StageShard:
@@ -110,8 +103,7 @@ class StageShard:
 
 
 async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: StageContext, store: ShardStore,
-                    progress: Progress = NoProgress(), track: Tracker = untracked,
-                    clock: StageClock | None = None) -> dict[str, list[dict]]:
+                    progress: Progress = NoProgress(), clock: StageClock | None = None) -> dict[str, list[dict]]:
     """One shard of seed rows through all stages (a chain that forks after stage 5, see
     contracts.PARENT); each stage's output rows, in seed order."""
     position = {row["seed_id"]: i for i, row in enumerate(rows)}
@@ -155,7 +147,7 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
     entries = [(stage, done[PARENT[stage.name]]) for stage in remaining if PARENT[stage.name] in done]
     for stage, inputs in entries:
         collectors[stage.name].expect(len(inputs))
-    waits = [track(c.stage.name, shard, c.wait) for c in collectors.values()]
+    waits = [c.wait() for c in collectors.values()]
     await asyncio.gather(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
     return done
 
@@ -164,10 +156,76 @@ def shard_rows(rows: list[dict], shard_size: int) -> list[list[dict]]:
     return [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
 
 
-async def run_all(shards: list[list[dict]], stages: list[Stage], ctx: StageContext, store: ShardStore,
-                  progress: Progress = NoProgress(), track: Tracker = untracked,
-                  clock: StageClock | None = None) -> dict[str, list[dict]]:
-    """Every shard at once; each stage's output rows over all shards, in shard order."""
-    per_shard = await asyncio.gather(*(run_shard(i, rows, stages, ctx, store, progress, track, clock)
-                                       for i, rows in enumerate(shards)))
-    return {stage.name: [row for done in per_shard for row in done[stage.name]] for stage in stages}
+def windows(shards: Iterable[tuple[list[dict], list[dict]]], shard_size: int, window_size: int
+            ) -> Iterator[list[tuple[int, list[dict], list[dict]]]]:
+    """Consecutive shards, numbered, grouped into windows of about `window_size` seeds."""
+    per_window = max(1, window_size // shard_size)
+    window: list = []
+    for number, (rows, rejects) in enumerate(shards):
+        window.append((number, rows, rejects))
+        if len(window) == per_window:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+async def run_window(window: list[tuple[int, list[dict], list[dict]]], stages: list[Stage], ctx: StageContext,
+                     store: ShardStore, progress: Progress, clock: StageClock) -> dict[str, int]:
+    """The shards of one window through every stage, each shard on its own (no barrier between
+    them); rows leave memory when their shard is written. Rows out per stage."""
+    counts: dict[str, int] = defaultdict(int)
+
+    async def one(number: int, rows: list[dict], rejects: list[dict]) -> None:
+        store.write_shard("seeds", number, stage_schema("seeds"), rows, rejects, input_hash(rows))
+        done = await run_shard(number, rows, stages, ctx, store, progress, clock=clock)
+        for stage, out in done.items():
+            counts[stage] += len(out)
+
+    await asyncio.gather(*(one(*shard) for shard in window))
+    return dict(counts)
+
+
+# Wraps the run of one window, e.g. as a Prefect task: (window number, first shard, last shard, run).
+WindowTracker = Callable[[int, int, int, Callable[[], Awaitable[dict]]], Awaitable[dict]]
+
+
+async def untracked_window(number: int, first: int, last: int, run):
+    return await run()
+
+
+async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[Stage], ctx: StageContext,
+                  store: ShardStore, progress: Progress = NoProgress(), track: WindowTracker = untracked_window,
+                  clock: StageClock | None = None, shard_size: int = 16, window_size: int = 1024,
+                  windows_in_flight: int = 2) -> dict[str, int]:
+    """Seed shards (rows, input rejects), read lazily, admitted one window at a time with at
+    most `windows_in_flight` windows in the stages: a new window starts when one finishes, so
+    the server always has a window in full flow while another drains, and memory holds at most
+    windows_in_flight x window_size seeds' rows whatever the size of the build. Rows out per
+    stage over the whole build."""
+    clock = clock or StageClock()
+    slots = asyncio.Semaphore(windows_in_flight)
+    totals: dict[str, int] = defaultdict(int)
+    running: set[asyncio.Task] = set()
+
+    async def admitted(number: int, window) -> None:
+        try:
+            counts = await track(number, window[0][0], window[-1][0],
+                                 lambda: run_window(window, stages, ctx, store, progress, clock))
+            for stage, n in counts.items():
+                totals[stage] += n
+        finally:
+            slots.release()
+
+    try:
+        for number, window in enumerate(windows(shards, shard_size, window_size)):
+            await slots.acquire()
+            for job in [j for j in running if j.done()]:
+                running.discard(job)
+                job.result()  # a failed window stops the build here, with its error
+            running.add(asyncio.ensure_future(admitted(number, window)))
+        await asyncio.gather(*running)
+    finally:
+        for job in running:
+            job.cancel()
+    return dict(totals)

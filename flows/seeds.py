@@ -1,4 +1,4 @@
-"""Read seed instructions from a file or a folder of JSONL, Parquet or CSV files.
+"""Read seed instructions from a file or a folder of JSONL, Parquet or CSV files, lazily.
 
 A user's mistake (missing file, no text column, bad bytes) is an InputError with one line that
 names the file, row and field. A bad row inside a good file (empty text, too long, duplicate) is
@@ -7,10 +7,12 @@ not an error: it becomes a reject of the `seeds` stage with a reason, so nothing
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import pyarrow.parquet as pq
 
@@ -69,63 +71,78 @@ def display_name(fs, name: str) -> str:
     return name if "file" in protocols else fs.unstrip_protocol(name)
 
 
-def _read_records(fs, name: str, field: str) -> list[tuple[int, object]]:
-    """(row number, value of `field`) for every row; row numbers are 1-based lines or rows."""
-    path = display_name(fs, name)
-    suffix = Path(name).suffix.lower()
-    try:
-        if suffix == ".parquet":
-            try:
-                with fs.open(name, "rb") as fh:
-                    table = pq.read_table(fh)
-            except Exception as exc:  # pyarrow raises several types for a bad file
-                raise InputError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-            if field not in table.column_names:
-                raise InputError(f"{path}: no '{field}' column (columns: {', '.join(table.column_names)})")
-            return list(enumerate(table.column(field).to_pylist(), start=1))
-        with fs.open(name, "rb") as fh:
-            raw = fh.read()
+def _jsonl_records(fh, path: str, field: str) -> Iterator[tuple[int, object]]:
+    offset = 0
+    for lineno, raw in enumerate(fh, start=1):
         try:
-            text = raw.decode("utf-8-sig")
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise InputError(f"{path}:{line}: not UTF-8 (byte {exc.start})") from None
-        if suffix == ".csv":
-            reader = csv.DictReader(text.splitlines())
-            if reader.fieldnames is None or field not in reader.fieldnames:
-                cols = ", ".join(reader.fieldnames or []) or "none"
-                raise InputError(f"{path}: no '{field}' column (columns: {cols})")
-            return [(i, rec.get(field)) for i, rec in enumerate(reader, start=2)]
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object")
-            if field not in rec:
-                raise InputError(f"{path}:{lineno}: no '{field}' field")
-            records.append((lineno, rec[field]))
-        return records
+            raise InputError(f"{path}:{lineno}: not UTF-8 (byte {offset + exc.start})") from None
+        offset += len(raw)
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object")
+        if field not in rec:
+            raise InputError(f"{path}:{lineno}: no '{field}' field")
+        yield lineno, rec[field]
+
+
+def _csv_records(fh, path: str, field: str) -> Iterator[tuple[int, object]]:
+    text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+    reader = csv.DictReader(text)
+    try:
+        if reader.fieldnames is None or field not in reader.fieldnames:
+            cols = ", ".join(reader.fieldnames or []) or "none"
+            raise InputError(f"{path}: no '{field}' column (columns: {cols})")
+        for i, rec in enumerate(reader, start=2):
+            yield i, rec.get(field)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}:{reader.line_num + 1}: not UTF-8") from None
+
+
+def _parquet_records(fh, path: str, field: str) -> Iterator[tuple[int, object]]:
+    try:
+        parquet = pq.ParquetFile(fh)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    names = parquet.schema_arrow.names
+    if field not in names:
+        raise InputError(f"{path}: no '{field}' column (columns: {', '.join(names)})")
+    rowno = 0
+    for batch in parquet.iter_batches(batch_size=4096, columns=[field]):
+        for value in batch.column(0).to_pylist():
+            rowno += 1
+            yield rowno, value
+
+
+def _read_records(fs, name: str, field: str) -> Iterator[tuple[int, object]]:
+    """(row number, value of `field`) for every row, read lazily (a file is never loaded
+    whole); row numbers are 1-based lines (JSONL, CSV) or rows (Parquet)."""
+    path = display_name(fs, name)
+    reader = {".parquet": _parquet_records, ".csv": _csv_records}.get(Path(name).suffix.lower(), _jsonl_records)
+    try:
+        with fs.open(name, "rb") as fh:
+            yield from reader(fh, path, field)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def load_seeds(path: str | Path, field: str = "text", limit: int | None = None,
-               max_chars: int = 8000) -> SeedBatch:
+def iter_seeds(path: str | Path, field: str = "text", limit: int | None = None,
+               max_chars: int = 8000) -> Iterator[tuple[dict | None, dict | None]]:
+    """(seed row, None) or (None, reject row) for every row of the source, in order, read
+    lazily; an unusable source raises InputError when the reading gets there."""
     fs, files = seed_files(path)
-    rows: list[dict] = []
-    rejects: list[dict] = []
-    seen: set[str] = set()
-    total = 0
+    seen: set[str] = set()  # seed ids only: 16 characters a seed, never the texts
+    accepted = total = 0
     for file in files:
-        records = _read_records(fs, file, field)
-        for rowno, value in records:
-            if limit is not None and len(rows) >= limit:
-                break
+        for rowno, value in _read_records(fs, file, field):
+            if limit is not None and accepted >= limit:
+                return
             total += 1
             source = f"{display_name(fs, file)}:{rowno}"
             text = value.strip() if isinstance(value, str) else value
@@ -141,13 +158,61 @@ def load_seeds(path: str | Path, field: str = "text", limit: int | None = None,
                 reason, detail = "duplicate_seed", f"{source}: same text as an earlier seed"
             if reason:
                 shown = text[:200] if isinstance(text, str) else repr(value)[:200]
-                rejects.append({"row_id": seed_id, "seed_id": seed_id, "stage": "seeds", "reason": reason,
-                                "detail": detail, "row": json.dumps({"text": shown, "source": source}, ensure_ascii=False)})
+                yield None, {"row_id": seed_id, "seed_id": seed_id, "stage": "seeds", "reason": reason,
+                             "detail": detail, "row": json.dumps({"text": shown, "source": source}, ensure_ascii=False)}
                 continue
             seen.add(seed_id)
-            rows.append({"row_id": seed_id, "seed_id": seed_id, "parent_id": None, "stage": "seeds",
-                         "model": None, "templates": "{}", "sampling": "{}", "taxonomy_version": None,
-                         "text": text, "lang": detect_lang(text), "source": source})
+            accepted += 1
+            yield {"row_id": seed_id, "seed_id": seed_id, "parent_id": None, "stage": "seeds",
+                   "model": None, "templates": "{}", "sampling": "{}", "taxonomy_version": None,
+                   "text": text, "lang": detect_lang(text), "source": source}, None
     if total == 0:
         raise InputError(f"{path}: no seed rows found")
+
+
+@dataclass(frozen=True)
+class SeedCount:
+    rows: int  # seeds that go on
+    rejects: int  # rows rejected on input
+
+
+def scan_seeds(path: str | Path, field: str = "text", limit: int | None = None, max_chars: int = 8000) -> SeedCount:
+    """One cheap streaming pass over the whole source before any LLM request is paid: a bad row
+    at the end of a million-row file is an InputError now, not after hours of building."""
+    rows = rejects = 0
+    for row, _ in iter_seeds(path, field, limit, max_chars):
+        rows += row is not None
+        rejects += row is None
+    return SeedCount(rows, rejects)
+
+
+def seed_shards(items: Iterable[tuple[dict | None, dict | None]], shard_size: int
+                ) -> Iterator[tuple[list[dict], list[dict]]]:
+    """(seed rows, input rejects) per shard of `shard_size` seeds, lazily. A reject goes with the
+    shard being filled when it is read (trailing ones with the last shard); no seeds at all still
+    make one shard, so the rejects are written."""
+    rows: list[dict] = []
+    rejects: list[dict] = []
+    for row, reject in items:
+        if row is None:
+            rejects.append(reject)
+            continue
+        if len(rows) == shard_size:
+            yield rows, rejects
+            rows, rejects = [], []
+        rows.append(row)
+    yield rows, rejects
+
+
+def shard_count(seeds: int, shard_size: int) -> int:
+    return max(1, -(-seeds // shard_size))
+
+
+def load_seeds(path: str | Path, field: str = "text", limit: int | None = None,
+               max_chars: int = 8000) -> SeedBatch:
+    """Every seed in memory at once: for small sources and tests (builds stream, see iter_seeds)."""
+    rows: list[dict] = []
+    rejects: list[dict] = []
+    for row, reject in iter_seeds(path, field, limit, max_chars):
+        (rows.append(row) if row is not None else rejects.append(reject))
     return SeedBatch(rows, rejects)

@@ -63,14 +63,28 @@ def file_sha256(path: Path) -> str:
 
 
 class ShardStore:
-    def __init__(self, run_dir: Path | str):
+    """A run folder. With `part` (a range of a build fanned out over several machines) the
+    shards it writes go to stages/<stage>/<part>/, so ranges never write the same file; reading
+    a stage always sees the shards of every part."""
+
+    def __init__(self, run_dir: Path | str, part: str | None = None):
         self.run_dir = Path(run_dir)
+        self.part = part
+
+    def stage_dir(self, stage: str) -> Path:
+        folder = self.run_dir / "stages" / stage
+        return folder / self.part if self.part else folder
 
     def shard_path(self, stage: str, shard: int) -> Path:
-        return self.run_dir / "stages" / stage / f"shard-{shard:05d}.parquet"
+        return self.stage_dir(stage) / f"shard-{shard:05d}.parquet"
 
     def rejects_path(self, stage: str, shard: int) -> Path:
-        return self.run_dir / "stages" / stage / f"rejects-{shard:05d}.parquet"
+        return self.stage_dir(stage) / f"rejects-{shard:05d}.parquet"
+
+    def stage_files(self, stage: str, kind: str = "shard") -> list[Path]:
+        """Every finished file of a stage (kind "shard" or "rejects"), of every part."""
+        folder = self.run_dir / "stages" / stage
+        return sorted(folder.glob(f"{kind}-*.parquet")) + sorted(folder.glob(f"*/{kind}-*.parquet"))
 
     def split_path(self, split: str) -> Path:
         return self.run_dir / "splits" / f"{split}.parquet"
@@ -94,7 +108,7 @@ class ShardStore:
 
     def read_stage(self, stage: str, kind: str = "shard") -> list[dict]:
         rows: list[dict] = []
-        for path in sorted((self.run_dir / "stages" / stage).glob(f"{kind}-*.parquet")):
+        for path in self.stage_files(stage, kind):
             rows += pq.read_table(path).to_pylist()
         return rows
 

@@ -1,7 +1,8 @@
 """The `trace-build` Prefect flow: seeds -> five stages -> DPO / IOPO -> splits and exports.
 
 The work itself is flows.build.build_trace; this module only names it for Prefect, runs each
-(stage, shard) as a task so the UI shows where a build is, and reports the funnel as artifacts.
+window of seeds as a task so the UI shows where a build is (with a progress artifact per stage),
+and reports the funnel as artifacts.
 """
 from __future__ import annotations
 
@@ -25,16 +26,16 @@ from flows.train.trigger import training_request
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-async def stage_shard(stage: str, shard: int, wait) -> dict:
-    """Lasts while the shard is in the stage; its rows move on one by one, not in a batch."""
-    collector = await wait()
-    counts = {"in": len(collector.inputs), "out": len(collector.outputs), "rejected": len(collector.rejects)}
-    get_run_logger().info("stage %s, shard %05d: %s", stage, shard, counts)
+async def seed_window(number: int, first_shard: int, last_shard: int, run) -> dict:
+    """One window of seeds through every stage: its rows move on one by one, not in a batch,
+    and the next window starts while this one drains."""
+    counts = await run()
+    get_run_logger().info("window %05d (shards %05d-%05d): rows out per stage %s", number, first_shard, last_shard, counts)
     return counts
 
 
-async def as_prefect_task(stage: str, shard: int, wait):
-    await stage_shard.with_options(task_run_name=f"{stage}-shard-{shard:05d}")(stage, shard, wait)
+async def as_prefect_task(number: int, first_shard: int, last_shard: int, run) -> dict:
+    return await seed_window.with_options(task_run_name=f"window-{number:05d}")(number, first_shard, last_shard, run)
 
 
 async def as_prefect_step(name: str, fn, **kwargs):

@@ -1,4 +1,4 @@
-"""The trace-build Prefect flow on Prefect's test harness: tasks per (stage, shard), artifacts."""
+"""The trace-build Prefect flow on Prefect's test harness: a task per window of seeds, artifacts."""
 import asyncio
 import json
 import time
@@ -40,10 +40,10 @@ def test_flow_runs_stages_as_tasks_and_reports(harness, sim, tmp_path):
     for _ in range(50):
         runs, artifacts = asyncio.run(inspect())
         names = {r.name for r in runs}
-        if {"taxonomy-shard-00000", "respond-shard-00000", "iopo-shard-00000", "splits-and-exports"} <= names:
+        if {"window-00000", "splits-and-exports"} <= names:
             break
         time.sleep(0.2)
-    assert {"taxonomy-shard-00000", "respond-shard-00000", "iopo-shard-00000", "splits-and-exports"} <= names
+    assert {"window-00000", "splits-and-exports"} <= names
     assert {"trace-build-funnel", "trace-build-summary"} <= {a.key for a in artifacts}
     progress = {a.key: a.data for a in artifacts if a.type == "progress"}
     assert progress.get("trace-progress-taxonomy") == 100 and progress.get("trace-progress-iopo") == 100

@@ -1,0 +1,79 @@
+"""Builds of any size: seeds read lazily and admitted in windows, a bad row found before any
+request is paid, and the same rows whatever the window size."""
+import asyncio
+import json
+
+from conftest import DEMO_SEEDS, assert_accounted, read_rows, run_cli, sim_requests, start_sim
+from flows.build import build_trace
+from flows.config import load_config
+from flows.seeds import iter_seeds, seed_shards
+
+
+class WindowLog:
+    """A window tracker that records which windows ran and how many ran at once."""
+
+    def __init__(self):
+        self.windows, self.running, self.most = [], 0, 0
+
+    async def __call__(self, number, first_shard, last_shard, run):
+        self.windows.append((number, first_shard, last_shard))
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await run()
+        finally:
+            self.running -= 1
+
+
+def build(out, base_url, **execution):
+    cfg = load_config(None, {"seeds": str(DEMO_SEEDS), "out": str(out), "llm.base_urls": [base_url],
+                             "pipeline.shard_size": 2, **{f"execution.{k}": v for k, v in execution.items()}})
+    log = WindowLog()
+    result = asyncio.run(build_trace(cfg, track=log))
+    return result, log
+
+
+def test_windows_bound_what_is_in_flight_and_change_no_row(tmp_path):
+    with start_sim(latency_mean=0.02) as server:
+        one, one_log = build(tmp_path / "one", server.base_url, window_size=1024)
+        paid = sim_requests(server)
+    with start_sim(latency_mean=0.02) as server:
+        many, many_log = build(tmp_path / "many", server.base_url, window_size=4, windows_in_flight=2)
+        assert sim_requests(server) == paid  # windows change when a request is sent, not which
+
+    assert one_log.windows == [(0, 0, 14)]  # 30 seeds in 15 shards of 2
+    assert [w[0] for w in many_log.windows] == list(range(8)) and many_log.most == 2
+    assert many_log.windows[-1] == (7, 14, 14)
+    for split in ("sft", "dpo", "iopo", "eval", "rejects"):
+        assert read_rows(tmp_path / "one" / "splits" / f"{split}.parquet") == \
+            read_rows(tmp_path / "many" / "splits" / f"{split}.parquet"), split
+    assert one.manifest["funnel"] == many.manifest["funnel"]
+    assert_accounted(tmp_path / "many", 30)
+
+
+def test_input_rejects_stay_with_the_shard_they_were_read_in(tmp_path):
+    seeds = tmp_path / "s.jsonl"
+    texts = ["a seed one", "", "a seed two", "a seed one", "a seed three", "   "]
+    seeds.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    shards = list(seed_shards(iter_seeds(seeds), 2))
+    assert [[r["text"] for r in rows] for rows, _ in shards] == [["a seed one", "a seed two"], ["a seed three"]]
+    assert [[r["reason"] for r in rejects] for _, rejects in shards] == [
+        ["empty_seed", "duplicate_seed"], ["empty_seed"]]
+    empty = tmp_path / "e.jsonl"
+    empty.write_text(json.dumps({"text": ""}) + "\n")
+    assert [(len(rows), len(rej)) for rows, rej in seed_shards(iter_seeds(empty), 2)] == [(0, 1)]
+
+
+def test_a_bad_row_at_the_end_of_a_large_file_stops_the_build_before_any_request(tmp_path):
+    seeds = tmp_path / "big.jsonl"
+    with seeds.open("w") as fh:
+        for i in range(50_000):
+            fh.write(json.dumps({"text": f"Describe item {i} of the catalogue in two sentences."}) + "\n")
+        fh.write('{"text": "the last one", \n')
+    with start_sim() as server:
+        done = run_cli("run", "--seeds", seeds, "--base-url", server.base_url, "--out", tmp_path / "run", "--quiet")
+        assert sim_requests(server) == 0
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"trace-build: error: {seeds}:50001: not valid JSON (Expecting property name "
+                                                "enclosed in double quotes)"]
+    assert not (tmp_path / "run" / "stages").exists()
