@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,9 @@ from flows.llm.cache import RequestCache
 from flows.outputs import write_outputs
 from flows.pipeline import NoProgress, Progress, StageClock, WindowTracker, run_all, untracked_window
 from flows.prompts import PromptLibrary, default_library
-from flows.seeds import iter_seeds, scan_seeds, seed_shards, shard_count
+from flows.ranges import (keep_only_layout, merge_timing, merge_usage, part_name, range_config, range_dir, range_of,
+                          range_store, read_range_results, write_range_result)
+from flows.seeds import SeedCount, count_seeds, iter_seeds, seed_shards, shard_count
 from flows.stages import default_stages
 from flows.stages.base import StageContext
 from flows.store import ShardStore
@@ -49,14 +51,58 @@ async def run_step(name: str, fn: Callable, **kwargs):
 
 async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
                       track: WindowTracker = untracked_window, step=run_step) -> BuildResult:
+    """The whole build in this process. With execution.ranges > 1 the ranges are built here one
+    after another (the Prefect flow fans them out over the work pool instead), then merged."""
     started = time.time()
+    ranges = cfg.execution.ranges
+    count = prepare_layout(cfg)
+    if ranges == 1:
+        built = await run_stages(cfg, ShardStore(cfg.out), progress, track, count=count)
+        return await finish_build(cfg, [built], started, step)
+    for index in range(ranges):
+        await build_range(cfg, index, progress, track)
+    return await finish_build(cfg, read_range_results(cfg.out, ranges), started, step)
+
+
+def seed_items(cfg: RunConfig, index: int | None = None):
+    """The seed source's items, lazily; with a range index, only the seeds of that range."""
+    items = iter_seeds(cfg.seeds, cfg.text_field, cfg.limit, cfg.pipeline.max_seed_chars)
+    if index is None:
+        return items
+    return (item for item in items if range_of((item[0] or item[1])["seed_id"], cfg.execution.ranges) == index)
+
+
+def prepare_layout(cfg: RunConfig) -> SeedCount:
+    """Before anything runs: the whole source read once (a bad row is an error now, before any
+    range pays a request), shards of another layout removed, old range results forgotten."""
+    count = count_seeds(seed_items(cfg))
+    keep_only_layout(cfg.out, cfg.execution.ranges)
+    for index in range(cfg.execution.ranges if cfg.execution.ranges > 1 else 0):
+        (range_dir(cfg.out, index, cfg.execution.ranges) / "result.json").unlink(missing_ok=True)
+    return count
+
+
+async def build_range(cfg: RunConfig, index: int, progress: Progress = NoProgress(),
+                      track: WindowTracker = untracked_window) -> dict:
+    """One range's seeds through the stages, into its own part of the run folder."""
+    built = await run_stages(range_config(cfg, index), range_store(cfg, index), progress, track, index)
+    result = asdict(built) | {"range": part_name(index, cfg.execution.ranges)}
+    write_range_result(cfg.out, index, cfg.execution.ranges, result)
+    return result
+
+
+async def finish_build(cfg: RunConfig, built: list, started: float, step=run_step) -> BuildResult:
+    """Splits, exports and the manifest over every range's shards."""
+    built = [asdict(b) if isinstance(b, StagesResult) else b for b in built]
+    models = sorted({b["model"] for b in built})
+    if len(models) > 1:
+        log.warning("ranges were built by different models: %s", ", ".join(models))
     store = ShardStore(cfg.out)
-    stages = default_stages(cfg.pipeline.preference_data)
-    built = await run_stages(cfg, store, stages, progress, track)
     prompts = PromptLibrary(cfg.prompts_dir) if cfg.prompts_dir else default_library()
-    manifest = await step("splits-and-exports", write_outputs, cfg=cfg, store=store, model=built.model,
-                          dialect=built.dialect, prompts=prompts, taxonomy=load_taxonomy(),
-                          usage=built.usage, timing=built.timing, started=started)
+    manifest = await step("splits-and-exports", write_outputs, cfg=cfg, store=store, model=built[0]["model"],
+                          dialect=built[0]["dialect"], prompts=prompts, taxonomy=load_taxonomy(),
+                          usage=merge_usage([b["usage"] for b in built]),
+                          timing=merge_timing([b["timing"] for b in built]), started=started)
     return BuildResult(store.run_dir, manifest, manifest["splits"]["sft"]["rows"])
 
 
@@ -69,14 +115,15 @@ class StagesResult:
     rows_out: dict  # per stage
 
 
-async def run_stages(cfg: RunConfig, store: ShardStore, stages: list, progress: Progress = NoProgress(),
-                     track: WindowTracker = untracked_window) -> StagesResult:
-    """The seeds through the stages into the store's shards. The source is read twice, lazily:
-    a cheap pass that finds a bad row before any request is paid, then the build itself."""
+async def run_stages(cfg: RunConfig, store: ShardStore, progress: Progress = NoProgress(),
+                     track: WindowTracker = untracked_window, index: int | None = None,
+                     count: SeedCount | None = None) -> StagesResult:
+    """The seeds (of range `index`, if given) through the stages into the store's shards. The
+    source is read lazily, twice: a count (unless given), then the build itself."""
     taxonomy = load_taxonomy()
     prompts = PromptLibrary(cfg.prompts_dir) if cfg.prompts_dir else default_library()
-    read = dict(path=cfg.seeds, field=cfg.text_field, limit=cfg.limit, max_chars=cfg.pipeline.max_seed_chars)
-    count = scan_seeds(**read)
+    stages = default_stages(cfg.pipeline.preference_data)
+    count = count or count_seeds(seed_items(cfg, index))
     n_shards = shard_count(count.rows, cfg.pipeline.shard_size)
     remove_stale_shards(store, n_shards, ["seeds"] + [stage.name for stage in stages])
     progress.start(count.rows, [stage.name for stage in stages])
@@ -90,7 +137,7 @@ async def run_stages(cfg: RunConfig, store: ShardStore, stages: list, progress: 
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)
             ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline)
-            shards = seed_shards(iter_seeds(**read), cfg.pipeline.shard_size)
+            shards = seed_shards(seed_items(cfg, index), cfg.pipeline.shard_size)
             rows_out = await run_all(shards, stages, ctx, store, progress, track, clock,
                                      shard_size=cfg.pipeline.shard_size, window_size=cfg.execution.window_size,
                                      windows_in_flight=cfg.execution.windows_in_flight)

@@ -88,6 +88,12 @@ class ExecutionConfig(_Strict):
 
     window_size: int = Field(1024, ge=1, description="seeds admitted together; a Prefect task per window")
     windows_in_flight: int = Field(2, ge=1, description="windows in the stages at once (bounds memory)")
+    ranges: int = Field(1, ge=1, le=256, description="split the seeds into this many ranges, each built by its "
+                                                     "own flow run on the work pool (any worker, any machine)")
+    range_deployment: str = Field("trace-build-range/local", description="deployment that builds one range")
+    range_endpoints: list[list[str]] = Field(
+        default_factory=list, description="LLM base URLs per range (range i uses group i mod len); "
+                                          "default: llm.base_urls for every range")
 
 
 class SplitsConfig(_Strict):

@@ -176,11 +176,12 @@ class SeedCount:
     rejects: int  # rows rejected on input
 
 
-def scan_seeds(path: str | Path, field: str = "text", limit: int | None = None, max_chars: int = 8000) -> SeedCount:
-    """One cheap streaming pass over the whole source before any LLM request is paid: a bad row
-    at the end of a million-row file is an InputError now, not after hours of building."""
+def count_seeds(items: Iterable[tuple[dict | None, dict | None]]) -> SeedCount:
+    """Run through the seed items without keeping them: as the cheap streaming pass before any
+    LLM request is paid, it turns a bad row at the end of a million-row file into an InputError
+    now, not after hours of building."""
     rows = rejects = 0
-    for row, _ in iter_seeds(path, field, limit, max_chars):
+    for row, _ in items:
         rows += row is not None
         rejects += row is None
     return SeedCount(rows, rejects)

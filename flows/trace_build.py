@@ -7,6 +7,7 @@ and reports the funnel as artifacts.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from prefect import flow, get_run_logger, task
@@ -18,8 +19,9 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from flows.build import BuildResult, build_trace
+from flows.build import BuildResult, build_range, build_trace, finish_build, prepare_layout
 from flows.config import RunConfig, load_config
+from flows.ranges import part_name, read_range_results, shared_paths
 from flows.report import agreement_markdown, format_funnel, reasons_text
 from flows.store import write_json_atomic
 from flows.train.trigger import training_request
@@ -131,6 +133,42 @@ def summary_markdown(result: BuildResult, training: dict | None) -> str:
     return text
 
 
+async def build_over_pool(cfg: RunConfig) -> BuildResult:
+    """The seeds in `execution.ranges` ranges, each built by a flow run of the range deployment
+    that any worker polling the pool takes, on any machine sharing the run folder; then the
+    splits and exports over all of them. A range that fails fails the build; the next run of
+    the build reuses every shard the ranges finished, so only what is missing is paid for."""
+    from prefect.deployments.flow_runs import arun_deployment
+
+    started = time.time()
+    ranges = cfg.execution.ranges
+    prepare_layout(cfg)  # a bad seed row fails the build here, before any range pays a request
+    shared = json.loads(shared_paths(cfg).model_dump_json())
+    get_run_logger().info("%d ranges on %s", ranges, cfg.execution.range_deployment)
+    runs = await asyncio.gather(*(
+        arun_deployment(cfg.execution.range_deployment, parameters={"run_config": shared, "index": index},
+                        timeout=None, poll_interval=2, tags=["trace-build-range"])
+        for index in range(ranges)))
+    failed = [f"{part_name(i, ranges)} ({run.name}: {run.state.name if run.state else 'no state'})"
+              for i, run in enumerate(runs) if not (run.state and run.state.is_completed())]
+    if failed:
+        raise RuntimeError(f"ranges did not complete: {', '.join(failed)}; run the build again to finish them "
+                           "(finished shards are reused)")
+    return await finish_build(cfg, read_range_results(cfg.out, ranges), started, as_prefect_step)
+
+
+@flow(name="trace-build-range", log_prints=True)
+async def trace_build_range(run_config: dict, index: int) -> dict:
+    """One range of a fanned-out trace build (started by `trace-build` with `ranges`): the
+    range's seeds through every stage into its own part of the shared run folder."""
+    cfg = RunConfig.model_validate(run_config)
+    progress = ArtifactProgress()
+    result = await build_range(cfg, index, progress=progress, track=as_prefect_task)
+    await progress.finish()
+    print(f"{result['range']}: rows out per stage {result['rows_out']}")
+    return {"range": result["range"], "rows_out": result["rows_out"], "model": result["model"]}
+
+
 @flow(name="trace-build", log_prints=True)
 async def trace_build(
     seeds: str = "data/seeds",
@@ -142,19 +180,24 @@ async def trace_build(
     config: str | None = None,
     trigger_training: bool | None = None,
     training_method: str | None = None,
+    ranges: int | None = None,
 ) -> dict:
     """Build Trace data from seed instructions. Give base_urls of running OpenAI-compatible
-    servers, or a backend (simulated, embedded, vllm) to start for the run. With
-    trigger_training (or training.trigger in the config), start the training deployment
-    (default iopo-train/gpu) on the splits when the build is done."""
+    servers, or a backend (simulated, embedded, vllm) to start for the run. With ranges > 1
+    (or execution.ranges in the config), the seeds are split into that many ranges, each built
+    by its own flow run on the work pool. With trigger_training (or training.trigger in the
+    config), start the training deployment (default iopo-train/gpu) on the splits when done."""
     cfg = load_config(config, {
         "seeds": seeds, "limit": limit, "out": out, "llm.base_urls": base_urls,
         "llm.backend": None if base_urls else backend, "llm.backend_model": backend_model,
-        "training.trigger": trigger_training, "training.method": training_method,
+        "training.trigger": trigger_training, "training.method": training_method, "execution.ranges": ranges,
     })
-    progress = ArtifactProgress()
-    result = await build_trace(cfg, progress=progress, track=as_prefect_task, step=as_prefect_step)
-    await progress.finish()
+    if cfg.execution.ranges > 1:
+        result = await build_over_pool(cfg)
+    else:
+        progress = ArtifactProgress()
+        result = await build_trace(cfg, progress=progress, track=as_prefect_task, step=as_prefect_step)
+        await progress.finish()
     print(format_funnel(result.manifest["funnel"]))
     await create_table_artifact(
         key="trace-build-funnel", table=stage_table(result.manifest),

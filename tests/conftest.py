@@ -58,8 +58,8 @@ def assert_accounted(run_dir, n_seeds):
     # one place per stage: the seed ids of outputs and rejects never overlap nor repeat
     for stage in ["seeds"] + ran:
         folder = run_dir / "stages" / stage
-        out = [r["seed_id"] for p in folder.glob("shard-*.parquet") for r in read_rows(p)]
-        rej = [r["seed_id"] for p in folder.glob("rejects-*.parquet") for r in read_rows(p)]
+        out = [r["seed_id"] for p in folder.rglob("shard-*.parquet") for r in read_rows(p)]
+        rej = [r["seed_id"] for p in folder.rglob("rejects-*.parquet") for r in read_rows(p)]
         assert len(set(out)) == len(out) and not set(out) & set(rej), stage
     return rows
 

@@ -77,3 +77,32 @@ def test_a_bad_row_at_the_end_of_a_large_file_stops_the_build_before_any_request
     assert done.stderr.strip().splitlines() == [f"trace-build: error: {seeds}:50001: not valid JSON (Expecting property name "
                                                 "enclosed in double quotes)"]
     assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_ranges_built_apart_give_the_one_process_result(tmp_path):
+    with start_sim(latency_mean=0.01) as server:
+        one, _ = build(tmp_path / "one", server.base_url)
+        paid = sim_requests(server)
+    with start_sim(latency_mean=0.01) as server:
+        ranged, log = build(tmp_path / "ranged", server.base_url, ranges=3, window_size=4)
+        assert sim_requests(server) == paid  # no seed built twice, none missed
+    parts = sorted(p.name for p in (tmp_path / "ranged" / "stages" / "respond").iterdir())
+    assert parts == ["range-00-of-03", "range-01-of-03", "range-02-of-03"]
+    for part in parts:  # each range its own request cache and result
+        assert (tmp_path / "ranged" / "ranges" / part / "llm-cache.sqlite").exists()
+        assert json.loads((tmp_path / "ranged" / "ranges" / part / "result.json").read_text())["range"] == part
+    for split in ("sft", "dpo", "iopo", "eval", "rejects"):
+        assert read_rows(tmp_path / "one" / "splits" / f"{split}.parquet") == \
+            read_rows(tmp_path / "ranged" / "splits" / f"{split}.parquet"), split
+    assert one.manifest["funnel"] == ranged.manifest["funnel"]
+    assert one.manifest["usage"]["respond"]["requests"] == ranged.manifest["usage"]["respond"]["requests"]
+    for export in ("llamafactory/trace_sft.json", "trl/dpo.jsonl", "trl/iopo.jsonl", "trace/eval.jsonl"):
+        assert (tmp_path / "one" / "exports" / export).read_bytes() == \
+            (tmp_path / "ranged" / "exports" / export).read_bytes(), export
+    assert_accounted(tmp_path / "ranged", 30)
+
+    # the same folder built again in one process: the ranges' shards go, nothing counts twice
+    with start_sim(latency_mean=0.01) as server:
+        again, _ = build(tmp_path / "ranged", server.base_url)
+    assert not any(p.is_dir() for p in (tmp_path / "ranged" / "stages" / "respond").iterdir())
+    assert read_rows(tmp_path / "ranged" / "splits" / "sft.parquet") == read_rows(tmp_path / "one" / "splits" / "sft.parquet")
