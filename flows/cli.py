@@ -124,8 +124,11 @@ def cmd_up(args) -> int:
     from flows.stack import state_folder, up
 
     stack = up(state_folder(args.state), port=args.port, backend=None if args.backend == "none" else args.backend,
-               llm_port=args.llm_port, backend_model=args.model, gpu_worker=args.gpu_worker)
+               llm_port=args.llm_port, backend_model=args.model, gpu_worker=args.gpu_worker,
+               database=args.database, database_port=args.database_port)
     print(f"Prefect UI:  {stack['ui']}")
+    if stack.get("database"):
+        print(f"database:    {stack['database']}   (PostgreSQL, data in {state_folder(args.state) / 'postgres'})")
     print(f"Prefect API: {stack['api']}   (export PREFECT_API_URL={stack['api']})")
     if stack.get("llm"):
         print(f"LLM:         {stack['llm']}   (trace-build run --base-url {stack['llm']})")
@@ -250,6 +253,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--model", help="model of the LLM backend")
     u.add_argument("--llm-port", type=int, default=8011)
     u.add_argument("--gpu-worker", action="store_true", help="also run a worker on the gpu pool (this machine trains)")
+    u.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
+                   help="the server's database: SQLite in the state folder, or a local PostgreSQL (data in "
+                        "<state>/postgres; needs `apt-get install postgresql`)")
+    u.add_argument("--database-port", type=int, default=0, help="PostgreSQL's port on 127.0.0.1 (default: a free one)")
     u.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
     u.set_defaults(func=cmd_up)
     d = sub.add_parser("down", help="stop everything `trace-build up` started")

@@ -4,11 +4,17 @@ up: a Prefect server on 127.0.0.1 with its own PREFECT_HOME under the project's 
 (analytics off), the work pools `local` and `gpu`, `prefect deploy --all`, a worker on `local`,
 and optionally an LLM backend (`trace-build serve-llm`). Every process is started detached, and
 its PID, log and URL are recorded in <state>/stack.json. down: stops them by PID, newest first.
+
+The server's database is SQLite in its PREFECT_HOME, or with database="postgresql" a PostgreSQL of
+this machine's install (Debian: apt-get install postgresql) with its data in <state>/postgres:
+initialised once, started first and stopped last, listening on 127.0.0.1 only.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -17,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows.llm.running import BackendError, port_in_use, wait_until_ready
+from flows.llm.running import BackendError, free_port, port_in_use, wait_until_ready
 
 STACK_FILE = "stack.json"
 
@@ -39,11 +45,104 @@ def _prefect() -> str:
     return found
 
 
-def _spawn(cmd: list[str], env: dict, log: Path) -> int:
+def _spawn(cmd: list, env: dict, log: Path, **popen) -> int:
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # outlives this command; `down` stops it
+                                start_new_session=True, **popen)  # outlives this command; `down` stops it
     return proc.pid
+
+
+PG_MISSING = ("PostgreSQL is not installed here (no initdb in {where}); install it with "
+              "`apt-get install postgresql`, or leave out --database postgresql")
+
+
+def postgres_bindir() -> Path:
+    """The folder of initdb, postgres and pg_isready: $TRACE_BUILD_POSTGRES_BIN if set, else
+    Debian's /usr/lib/postgresql/<newest>/bin, else `pg_config --bindir`, else initdb on PATH."""
+    if os.environ.get("TRACE_BUILD_POSTGRES_BIN"):
+        candidates, where = [Path(os.environ["TRACE_BUILD_POSTGRES_BIN"])], "$TRACE_BUILD_POSTGRES_BIN"
+    else:
+        where = "/usr/lib/postgresql/*/bin, `pg_config --bindir` or PATH"
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True,
+                            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1)
+        if shutil.which("pg_config"):
+            bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+            candidates.append(Path(bindir))
+        if shutil.which("initdb"):
+            candidates.append(Path(shutil.which("initdb")).parent)
+    for bindir in candidates:
+        if all((bindir / tool).is_file() for tool in ("initdb", "postgres", "pg_isready")):
+            return bindir
+    raise BackendError(PG_MISSING.format(where=where))
+
+
+def _postgres_user() -> dict:
+    """Popen keywords for PostgreSQL's programs. PostgreSQL refuses to run as root, so as root they
+    run as Debian's `postgres` system user (the same as `runuser -u postgres --`, without needing
+    util-linux), which owns the data folder; root can still signal and remove it. Anyone else runs
+    them as themselves."""
+    if os.geteuid() != 0:
+        return {"cwd": "/"}
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        raise BackendError("PostgreSQL refuses to run as root and there is no `postgres` user to run it as; "
+                           "run trace-build up as another user") from None
+    return {"cwd": "/", "user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def _init_postgres(bindir: Path, data: Path, as_user: dict, log: Path) -> None:
+    """initdb once: a database `prefect` owned by a role `prefect` (no superuser), which only
+    127.0.0.1 may reach, without a password (a local development database; `trust` is limited to
+    that role and database). No unix socket. Made in a side folder, renamed when complete."""
+    if (data / "PG_VERSION").exists():
+        return
+    fresh = data.with_name(data.name + ".init")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(mode=0o700, parents=True)
+    if "user" in as_user:
+        os.chown(fresh, as_user["user"], as_user["group"])
+
+    def run(cmd: list, stdin: bytes | None = None) -> None:
+        done = subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, **as_user)
+        with open(log, "ab") as out:
+            out.write(done.stdout + done.stderr)
+        if done.returncode != 0 or b"ERROR:" in done.stdout + done.stderr:
+            raise BackendError(f"{Path(cmd[0]).name} failed while making {data}; see {log}")
+
+    run([bindir / "initdb", "-D", fresh, "-U", "postgres", "--encoding=UTF8", "--no-locale", "--auth=reject"])
+    (fresh / "pg_hba.conf").write_text("# trace-build: the role prefect, to the database prefect, from 127.0.0.1 only\n"
+                                       "host prefect prefect 127.0.0.1/32 trust\n")
+    with open(fresh / "postgresql.conf", "a") as conf:
+        conf.write("\n# trace-build\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n")
+    run([bindir / "postgres", "--single", "-D", fresh, "postgres"],  # single-user mode: no connection
+        b"CREATE ROLE prefect LOGIN;\nCREATE DATABASE prefect OWNER prefect;\n")
+    fresh.rename(data)
+
+
+def _start_postgres(state: Path, port: int, timeout: float, record) -> str:
+    """Start PostgreSQL on <state>/postgres; returns the Prefect server's connection URL."""
+    bindir = postgres_bindir()
+    as_user = _postgres_user()
+    if "user" in as_user and subprocess.run(["test", "-x", str(state)], **as_user).returncode != 0:
+        raise BackendError(f"the postgres user (PostgreSQL refuses to run as root) cannot reach {state}; "
+                           "make its parent folders traversable (chmod o+x) or choose another --state")
+    port = port or free_port()
+    if port_in_use("127.0.0.1", port):
+        raise BackendError(f"port {port} on 127.0.0.1 is in use; choose another with --database-port")
+    data, log = state / "postgres", state / "logs" / "postgres.log"
+    _init_postgres(bindir, data, as_user, state / "logs" / "postgres-init.log")
+    pid = _spawn([str(bindir / "postgres"), "-D", str(data), "-p", str(port)], dict(os.environ), log, **as_user)
+    record("postgresql", pid, log)
+    ready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "-d", "prefect"]
+    deadline = time.monotonic() + timeout
+    while subprocess.run(ready + ["-t", "2"]).returncode != 0:
+        if not _alive(pid) or time.monotonic() > deadline:
+            fatal = [line for line in log.read_text(errors="replace").splitlines() if "FATAL" in line]
+            raise BackendError(f"PostgreSQL did not start ({fatal[-1].strip() if fatal else 'timed out'}); "
+                               f"see {log}")
+        time.sleep(0.3)
+    return f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
 
 
 def _wait_health(url: str, timeout: float, pid: int) -> None:
@@ -73,12 +172,17 @@ def _alive(pid: int) -> bool:
 
 
 def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int = 8011,
-       backend_model: str | None = None, timeout: float = 120, gpu_worker: bool = False) -> dict:
+       backend_model: str | None = None, timeout: float = 120, gpu_worker: bool = False,
+       database: str = "sqlite", database_port: int = 0) -> dict:
     stack_file = state / STACK_FILE
     if stack_file.exists() and any(_alive(p["pid"]) for p in json.loads(stack_file.read_text())["processes"]):
         raise BackendError(f"a stack is already up ({stack_file}); run `trace-build down` first")
     if port_in_use("127.0.0.1", port):
         raise BackendError(f"port {port} on 127.0.0.1 is in use; choose another with --port")
+    if database == "postgresql":
+        postgres_bindir()  # before anything starts
+        if importlib.util.find_spec("asyncpg") is None:
+            raise BackendError("the Prefect server needs asyncpg for PostgreSQL: pip install asyncpg")
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = prefect_env(state, port)
@@ -91,8 +195,13 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         stack_file.write_text(json.dumps(stack, indent=2) + "\n")  # written as we go: `down` always finds them
 
     try:
+        server_env = env
+        if database == "postgresql":  # started first, so stopped last
+            stack["database"] = _start_postgres(state, database_port, timeout, record)
+            server_env = {k: v for k, v in env.items() if k != "PREFECT_SERVER_DATABASE_CONNECTION_URL"}
+            server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = stack["database"]
         pid = _spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-                     env, logs / "server.log")
+                     server_env, logs / "server.log")
         record("prefect-server", pid, logs / "server.log")
         _wait_health(f"{stack['api']}/health", timeout, pid)
         for pool in ("local", "gpu"):
@@ -124,20 +233,27 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
     return stack
 
 
+# How each process is stopped: (signal, to its whole session?) in turn, until it is gone.
+# Prefect's worker turns the first SIGTERM into an interrupt, hence a second one. PostgreSQL's
+# postmaster alone: SIGINT is a fast shutdown (what `pg_ctl stop -m fast` sends), SIGQUIT immediate.
+STOP_SIGNALS = {"postgresql": ((signal.SIGINT, False), (signal.SIGQUIT, False), (signal.SIGKILL, True))}
+DEFAULT_STOP = ((signal.SIGTERM, True), (signal.SIGTERM, True), (signal.SIGKILL, True))
+
+
 def down(state: Path, grace: float = 15.0) -> list[str]:
-    """Stop every process of the stack, newest first: SIGTERM, a second SIGTERM (Prefect's
-    worker turns the first into an interrupt), then SIGKILL."""
+    """Stop every process of the stack, newest first (PostgreSQL after the Prefect server): see
+    STOP_SIGNALS; the last is a SIGKILL."""
     stack_file = state / STACK_FILE
     if not stack_file.exists():
         return []
     stopped = []
     for proc in reversed(json.loads(stack_file.read_text())["processes"]):
         pid = proc["pid"]
-        for sig, wait in ((signal.SIGTERM, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
+        for (sig, session), wait in zip(STOP_SIGNALS.get(proc["name"], DEFAULT_STOP), (grace / 2, grace / 2, 5.0)):
             if not _alive(pid):
                 break
-            try:
-                os.killpg(pid, sig)  # its whole session: a worker's flow runs, a server's children
+            try:  # its whole session: a worker's flow runs, a server's children
+                (os.killpg if session else os.kill)(pid, sig)
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait
