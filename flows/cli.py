@@ -35,6 +35,7 @@ class TqdmProgress:
     def start(self, total: int, stages: list[str]) -> None:
         from tqdm import tqdm
 
+        self.close()  # ranges built one after another each start their own bars
         self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not self.enabled,
                               unit="row", dynamic_ncols=True) for i, s in enumerate(stages)}
 
