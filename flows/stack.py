@@ -1,8 +1,8 @@
 """`trace-build up` / `trace-build down`: the local stack a user watches runs in.
 
 up: a Prefect server on 127.0.0.1 with its own PREFECT_HOME under the project's state folder
-(analytics off), the work pools `local` and `gpu`, `prefect deploy --all`, a worker on `local`,
-and optionally an LLM backend (`trace-build serve-llm`). Every process is started detached, and
+(analytics off), the work pools `local` and `gpu`, `prefect deploy --all`, the automation that
+marks flow runs without heartbeats Crashed (flows/automations.py), a worker on `local`, and optionally an LLM backend (`trace-build serve-llm`). Every process is started detached, and
 its PID, log and URL are recorded in <state>/stack.json. down: stops them by PID, newest first.
 
 The server's database is SQLite in its PREFECT_HOME, or with database="postgresql" a PostgreSQL of
@@ -211,6 +211,7 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         (logs / "deploy.log").write_text(deployed.stdout + deployed.stderr)
         if deployed.returncode != 0:
             raise BackendError(f"prefect deploy failed; see {logs / 'deploy.log'}")
+        subprocess.run([sys.executable, "-m", "flows.automations"], env=env, check=True, capture_output=True)
         worker_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
         record("worker-local", _spawn([prefect, "worker", "start", "--pool", "local"], worker_env, logs / "worker.log"),
                logs / "worker.log")

@@ -1,6 +1,7 @@
 """One build over several workers, with the real components: a Prefect server, the work pool, 2
 workers (each runs one flow run at a time, as one GPU node would), a build with 2 ranges that
-any worker takes; then one range's worker killed with SIGKILL mid-run and the build run again."""
+any worker takes; then one range's worker killed with SIGKILL mid-run: its flow run is Crashed when
+its heartbeats stop, the build fails naming it, and the build run again finishes it."""
 import json
 import os
 import signal
@@ -76,6 +77,8 @@ def prefect_server(tmp_path_factory):
         deployed = subprocess.run([BIN / "prefect", "deploy", "--all", "--no-prompt"], env=env, capture_output=True,
                                   text=True, cwd=REPO)
         assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        # a range whose worker dies is Crashed when its heartbeats (every 30 s) stop
+        subprocess.run([sys.executable, "-m", "flows.automations", "--within", "45"], env=env, check=True, cwd=REPO)
         yield env
     finally:
         server.send_signal(signal.SIGTERM)
@@ -129,12 +132,12 @@ def test_two_ranges_on_two_workers_equal_one_process_and_survive_a_killed_worker
                 pytest.fail("the ranges never ran side by side: " + (tmp_path / "build.log").read_text()[-3000:])
             kill_tree(workers["worker-b"])
             killed_at = sim_requests(server)
-            # the other range finishes on its own; the build waits for the dead one: stop it too
-            deadline = time.time() + 180
-            while time.time() < deadline and not any(r["state_type"] == "COMPLETED" for r in range_runs(env)):
-                time.sleep(0.5)
-            assert any(r["state_type"] == "COMPLETED" for r in range_runs(env))
-            kill_tree(build)
+            # the other range finishes; the dead one is Crashed once its heartbeats stop, and the
+            # build fails by itself, naming it
+            assert build.wait(timeout=240) == 1
+            said = (tmp_path / "build.log").read_text()
+            assert "ranges did not complete: range-0" in said and "Crashed" in said, said[-3000:]
+            assert sorted(r["state_type"] for r in range_runs(env)) == ["COMPLETED", "CRASHED"]
             assert not (out / "manifest.json").exists()
             assert killed_at < paid_once
 
