@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
-from flows.llm.running import free_port
+from flows.llm.running import descendants, free_port
 
 BIN = Path(sys.executable).parent
 IN_FLIGHT = 4  # requests in flight per range: what a killed range may have paid for and lost
@@ -25,24 +25,6 @@ def api(base: str, path: str, body: dict | None = None):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below pid (a worker's flow run subprocesses), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

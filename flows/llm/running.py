@@ -131,6 +131,20 @@ def spawn_server(cmd: list[str], *, host: str, port: int, model: str, what: str,
     return RunningServer(base_url=base_url, model=model, process=proc)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (a worker's flow runs, a launcher's server), from /proc/PID/task/*/children."""
+    found, todo = [], [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = [int(c) for c in children.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     import socket
 
