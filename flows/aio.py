@@ -14,3 +14,13 @@ def run(main: Awaitable[T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def prefer_uvloop() -> None:
+    """Make asyncio.run() use uvloop in this process. For flow modules: a deployment's flow run
+    loads the flow, then runs it with asyncio.run(), so a flow gets the CLI's loop this way."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
