@@ -1,6 +1,11 @@
 """Write a run's final splits in the layouts people train and evaluate with.
 
     counts = write_exports(out_dir, {"sft": rows, "eval": rows, "dpo": rows, "iopo": rows}, card)
+    counts = export_split_files(out_dir, {"sft": path, "eval": path, ...}, card)   # split files
+
+The second reads the split files a batch at a time and writes every file as it goes (JSON arrays
+element by element, the card's statistics accumulated), so memory does not grow with the rows.
+Both write the same bytes (a Parquet file of more than one batch has a row group per batch).
 
 Input rows, per split (any split may be absent; no other split name is accepted):
 - ``sft``, ``eval``: the columns of ``stage_schema("respond")`` plus ``messages``
@@ -11,7 +16,7 @@ Input rows, per split (any split may be absent; no other split name is accepted)
   ``iopo`` stage (``prompt2`` = x2, ``response2`` = y2, ``edit_op``, ``constraints2``, scores...).
 
 Layout under ``out_dir`` (every file written to a temporary name, then renamed; data files before
-the index files that name them; files of a split that is absent this time are removed):
+the index files that name them; files of a split that is absent or empty this time are removed):
 
 hf/
     ``{split}.parquet``  every contract column of the split, lists and structs kept nested.
@@ -78,16 +83,24 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from flows.contracts import SCHEMA_VERSION, SPLIT_STAGE, SYSTEM_PROMPT, serialise_instruction, split_schema
 from flows.report import reasons_text
 from flows.store import (
+    BATCH_ROWS,
+    ParquetStreamWriter,
+    TextStreamWriter,
+    read_batches,
+    schema_with_meta,
     to_table,
     write_json_atomic,
-    write_table_atomic,
     write_text_atomic,
 )
 from flows.taxonomy import TaxonomyError, load_paper_stats, load_taxonomy
@@ -190,8 +203,9 @@ def trace_eval_record(row: dict) -> dict:
     }
 
 
-def _jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+TRACE_RECORD = {"eval": trace_eval_record}
+RECORD_COLUMNS = ("row_id", "prompt", "response", "messages", "rejected_response", "prompt2", "response2",
+                  "edit_op", "constraints", "input", "description")  # what the records and the card read
 
 
 # --------------------------------------------------------------------------- card
@@ -258,12 +272,29 @@ def _shares(values: dict) -> dict:
     return {k: v * scale for k, v in nums.items()}
 
 
-def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
-    """The Hugging Face dataset card (README.md) for the hf/ folder."""
+@dataclass
+class SplitStats:
+    """What the dataset card shows of a split, gathered a row at a time."""
+    rows: int = 0
+    counts: Counter = field(default_factory=Counter)  # constraints per instruction -> rows
+    dimensions: Counter = field(default_factory=Counter)  # dimension -> constraints
+    zh: dict = field(default_factory=dict)  # dimension -> its Chinese label, the last row's
+
+    def add(self, row: dict) -> None:
+        constraints = row.get("constraints") or []
+        self.rows += 1
+        self.counts[len(constraints)] += 1
+        for c in constraints:
+            self.dimensions[c.get("dimension")] += 1
+            self.zh[c.get("dimension")] = c.get("dimension_zh")
+
+
+def card_markdown(stats: dict[str, SplitStats], card: dict) -> str:
+    """The Hugging Face dataset card (README.md) for the hf/ folder, from each split's stats."""
     card = card if isinstance(card, dict) else {}
     # An empty split gets no files: an empty Parquet file does not load in `datasets`.
-    splits = {name: rows for name, rows in splits.items() if rows}
-    present = [s for s in SPLITS if s in splits]
+    stats = {name: s for name, s in stats.items() if s.rows}
+    present = [s for s in SPLITS if s in stats]
     configs = [{"config_name": s, **({"default": True} if i == 0 else {}),
                 "data_files": [{"split": HF_SPLIT_NAME[s], "path": f"{s}.parquet"}]}
                for i, s in enumerate(present)]
@@ -274,7 +305,7 @@ def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
         "task_categories": ["text-generation"],
         "tags": ["instruction-following", "complex-instructions", "preference", "dpo", "iopo", "trace"],
         "pretty_name": title,
-        "size_categories": [_size_category(max((len(splits[s]) for s in present), default=0))],
+        "size_categories": [_size_category(max((stats[s].rows for s in present), default=0))],
         "configs": configs,
     }
     intro = ("Complex instruction-following data built with the Trace recipe of the IOPO paper "
@@ -291,7 +322,7 @@ def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
             "dpo": "instruction, chosen response (full score), rejected response (made worse on purpose)",
             "iopo": "(x1, y1, x2, y2): x2 edits x1's constraints; y1 fits x1 only, y2 fits x2 only"}
     out += _table(["config", "split", "rows", "file", "content"],
-                  [[s, HF_SPLIT_NAME[s], len(splits[s]), f"{s}.parquet", what[s]] for s in present],
+                  [[s, HF_SPLIT_NAME[s], stats[s].rows, f"{s}.parquet", what[s]] for s in present],
                   "llrll")
     out += [("Load one with `datasets.load_dataset(\"parquet\", data_files={\"train\": \"sft.parquet\"})`, "
              "or the folder with `datasets.load_dataset(path, \"dpo\")`."), ""]
@@ -311,7 +342,7 @@ def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
 
     paper = {**_paper_defaults(), **(card["paper"] if isinstance(card.get("paper"), dict) else {})}
     train_h, eval_h = _int_keys(paper.get("train_histogram")), _int_keys(paper.get("eval_histogram"))
-    hists = {s: Counter(len(r.get("constraints") or []) for r in splits[s]) for s in present}
+    hists = {s: stats[s].counts for s in present}
     counts = sorted(set(train_h) | set(eval_h) | {k for h in hists.values() for k in h})
     out += ["## Constraints per instruction", "",
             ("Share of each split's instructions by number of constraints (for iopo: x1's), next to the "
@@ -321,15 +352,16 @@ def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
         for k in counts:
             rows.append([k, _pct(train_h.get(k, 0), sum(train_h.values())) if train_h else "-",
                          _pct(eval_h.get(k, 0), sum(eval_h.values())) if eval_h else "-",
-                         *[_pct(hists[s].get(k, 0), len(splits[s])) for s in present]])
+                         *[_pct(hists[s].get(k, 0), stats[s].rows) for s in present]])
         out += _table(["constraints", "paper train", "paper eval", *present], rows, "r" * (3 + len(present)))
     else:
         out += ["No rows.", ""]
 
     paper_dims = _shares(paper.get("dimension_share") or {}) if isinstance(paper.get("dimension_share"), dict) else {}
-    dim_counts = {s: Counter(c.get("dimension") for r in splits[s] for c in (r.get("constraints") or [])) for s in present}
+    dim_counts = {s: stats[s].dimensions for s in present}
     zh = _taxonomy_zh()
-    zh |= {c.get("dimension"): c.get("dimension_zh") for s in present for r in splits[s] for c in (r.get("constraints") or [])}
+    for s in present:  # the rows' own labels win; the last split's, the last row's
+        zh |= stats[s].zh
     dims = list(paper_dims) + sorted({d for h in dim_counts.values() for d in h if d not in paper_dims}, key=str)
     out += ["## Constraint dimensions", "",
             "Share of constraints per taxonomy dimension, next to the paper's share of eval constraints.", ""]
@@ -376,52 +408,138 @@ def card_markdown(splits: dict[str, list[dict]], card: dict) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+class _JsonArrayWriter(TextStreamWriter):
+    """A JSON array written an element at a time: the same bytes as write_json_atomic(path, list)
+    (indent 2, so an element's lines are indented once more; a string never holds a raw newline)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.n = 0
+
+    def add(self, value) -> None:
+        item = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        self.write(("[\n  " if self.n == 0 else ",\n  ") + item)
+        self.n += 1
+
+    def _finish(self) -> None:
+        self.write("\n]\n" if self.n else "[]\n")
+
+
+class _JsonLinesWriter(TextStreamWriter):
+    def add(self, value) -> None:
+        self.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+def _export_files(split: str) -> dict[str, str]:
+    """The files of a split per export, relative to out_dir."""
+    files = {"hf": f"hf/{split}.parquet", "llamafactory": f"llamafactory/trace_{split}.json"}
+    if split in TRL_RECORD:
+        files["trl"] = f"trl/{split}.jsonl"
+    if split in TRACE_RECORD:
+        files["trace"] = "trace/eval.jsonl"
+    return files
+
+
+class _SplitExport:
+    """Every file of one split, written together a batch at a time, plus the split's card stats.
+    As a context manager: all files renamed in order at the end, or all removed on an error."""
+
+    def __init__(self, out_dir: Path, split: str):
+        self.split, self.files, self.stats = split, _export_files(split), SplitStats()
+        self.records = {"llamafactory": LF_RECORD[split], "trl": TRL_RECORD.get(split),
+                        "trace": TRACE_RECORD.get(split)}
+        self.writers: dict = {}
+        try:
+            for export, rel in self.files.items():
+                self.writers[export] = self._open(export, out_dir / rel)
+        except BaseException:
+            self._abort()
+            raise
+
+    def _open(self, export: str, path: Path):
+        if export == "hf":
+            meta = {"split": self.split, "schema_version": SCHEMA_VERSION}
+            return ParquetStreamWriter(path, schema_with_meta(split_schema(self.split), meta))
+        return _JsonArrayWriter(path) if export == "llamafactory" else _JsonLinesWriter(path)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.writers["hf"].write(batch)
+        for row in batch.select([c for c in RECORD_COLUMNS if c in batch.schema.names]).to_pylist():
+            for export, writer in self.writers.items():
+                if export != "hf":
+                    writer.add(self.records[export](row))
+            self.stats.add(row)
+
+    def _abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._abort()
+            return
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _check_splits(names) -> None:
+    unknown = set(names) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
+
+
 def _remove(path: Path) -> None:
     if path.exists():
         path.unlink()
 
 
-def write_exports(out_dir: Path, splits: dict[str, list[dict]], card: dict) -> dict:
-    """Write every export of `splits` under `out_dir` (layout: module docstring).
-
-    Returns {export: {file relative to out_dir: rows}} for the manifest."""
-    out_dir = Path(out_dir)
-    unknown = set(splits) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
-    # An empty split gets no files: an empty Parquet file does not load in `datasets`.
-    splits = {name: rows for name, rows in splits.items() if rows}
-    present = [s for s in SPLITS if s in splits]
+def _write_all(out_dir: Path, batches: dict[str, Iterable[pa.RecordBatch]], card: dict) -> dict:
+    """Every export of the splits in `batches` (split -> its rows, a batch at a time; an absent
+    split's files are removed), then the index files that name them."""
     result: dict[str, dict[str, int]] = {"hf": {}, "llamafactory": {}, "trl": {}, "trace": {}}
-
-    def record(export: str, rel: str, rows: int) -> None:
-        result[export][rel] = rows
-
+    stats: dict[str, SplitStats] = {}
     for split in SPLITS:
-        files = {"hf": f"hf/{split}.parquet", "llamafactory": f"llamafactory/trace_{split}.json"}
-        if split in TRL_RECORD:
-            files["trl"] = f"trl/{split}.jsonl"
-        if split == "eval":
-            files["trace"] = "trace/eval.jsonl"
-        if split not in splits:
-            for rel in files.values():
+        if split not in batches:
+            for rel in _export_files(split).values():
                 _remove(out_dir / rel)
             continue
-        rows = splits[split]
-        write_table_atomic(out_dir / files["hf"], to_table(
-            rows, split_schema(split), {"split": split, "schema_version": SCHEMA_VERSION}))
-        record("hf", files["hf"], len(rows))
-        write_json_atomic(out_dir / files["llamafactory"], [LF_RECORD[split](r) for r in rows])
-        record("llamafactory", files["llamafactory"], len(rows))
-        if "trl" in files:
-            write_text_atomic(out_dir / files["trl"], _jsonl([TRL_RECORD[split](r) for r in rows]))
-            record("trl", files["trl"], len(rows))
-        if "trace" in files:
-            write_text_atomic(out_dir / files["trace"], _jsonl([trace_eval_record(r) for r in rows]))
-            record("trace", files["trace"], len(rows))
+        with _SplitExport(out_dir, split) as export:
+            for batch in batches[split]:
+                export.add(batch)
+        for name, rel in export.files.items():
+            result[name][rel] = export.stats.rows
+        stats[split] = export.stats
 
     # index files last, so they only ever name files that exist
     write_json_atomic(out_dir / "llamafactory" / "dataset_info.json",
-                      {f"trace_{s}": lf_dataset_info(s) for s in present})
-    write_text_atomic(out_dir / "hf" / "README.md", card_markdown(splits, card or {}))
+                      {f"trace_{s}": lf_dataset_info(s) for s in SPLITS if s in stats})
+    write_text_atomic(out_dir / "hf" / "README.md", card_markdown(stats, card or {}))
     return result
+
+
+def write_exports(out_dir: Path, splits: dict[str, list[dict]], card: dict, batch_rows: int = BATCH_ROWS) -> dict:
+    """Write every export of `splits` (rows in memory) under `out_dir` (layout: module docstring).
+
+    Returns {export: {file relative to out_dir: rows}} for the manifest."""
+    _check_splits(splits)
+
+    def batches(split: str, rows: list[dict]):
+        yield from to_table(rows, split_schema(split), {}).to_batches(max_chunksize=batch_rows)
+
+    # An empty split gets no files: an empty Parquet file does not load in `datasets`.
+    return _write_all(Path(out_dir), {s: batches(s, rows) for s, rows in splits.items() if rows}, card)
+
+
+def export_split_files(out_dir: Path, paths: dict[str, Path], card: dict, batch_rows: int = BATCH_ROWS) -> dict:
+    """write_exports from split files (split -> path), read `batch_rows` rows at a time."""
+    _check_splits(paths)
+
+    present = {}
+    for split, path in paths.items():
+        with pq.ParquetFile(path) as f:
+            if f.metadata.num_rows:  # an empty split gets no files, as in write_exports
+                present[split] = read_batches(path, batch_size=batch_rows)
+    return _write_all(Path(out_dir), present, card)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow.parquet as pq
 
 from flows.contracts import PAIR_STAGES, STAGES
-from flows.store import ShardStore
+from flows.store import ShardStore, read_batches
 
 
 def _count(paths) -> int:
@@ -19,25 +20,30 @@ def funnel(run_dir: Path | str) -> list[dict]:
     store = ShardStore(run_dir)
     rows = []
     for stage in ("seeds",) + STAGES + PAIR_STAGES:
-        folder = store.run_dir / "stages" / stage
-        if stage in PAIR_STAGES and not any(folder.glob("shard-*.parquet")):
+        shards = store.stage_files(stage)
+        if stage in PAIR_STAGES and not shards:
             continue  # preference data was not built in this run
-        out = _count(sorted(folder.glob("shard-*.parquet")))
+        out = _count(shards)
         reasons: Counter = Counter()
-        for path in sorted(folder.glob("rejects-*.parquet")):
+        for path in store.stage_files(stage, "rejects"):
             reasons.update(pq.read_table(path, columns=["reason"]).column("reason").to_pylist())
         rejected = sum(reasons.values())
         rows.append({"stage": stage, "in": out + rejected, "out": out, "rejected": rejected,
                      "reasons": dict(sorted(reasons.items()))})
     rejects_path = store.split_path("rejects")
     if rejects_path.exists():  # the splits: each candidate lands in one split or in the rejects
-        split_rejects = pq.read_table(rejects_path, columns=["split", "reason"]).to_pylist()
+        split_rejects: Counter = Counter()  # (split, reason) -> rows, read a batch at a time
+        for batch in read_batches(rejects_path, ["split", "reason"]):
+            split_rejects.update(zip(batch.column("split").to_pylist(), batch.column("reason").to_pylist()))
         sizes = {name: _count([store.split_path(name)]) if store.split_path(name).exists() else 0
                  for name in ("sft", "eval", "dpo", "iopo")}
         for name, sources in (("sft", ("sft", "eval")), ("dpo", ("dpo",)), ("iopo", ("iopo",))):
             if name in PAIR_STAGES and name not in {r["stage"] for r in rows}:
                 continue
-            reasons = Counter(r["reason"] for r in split_rejects if r["split"] in sources)
+            reasons = Counter()
+            for (split, reason), n in split_rejects.items():
+                if split in sources:
+                    reasons[reason] += n
             out = sizes[name]
             held_out = sizes["eval"] if name == "sft" else 0
             rows.append({"stage": f"split:{name}", "in": out + held_out + sum(reasons.values()), "out": out,
@@ -62,11 +68,15 @@ def format_funnel(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def taxonomy_report(tagged: list[dict], taxonomy) -> dict:
-    """How the seed pool maps onto the taxonomy, and the constraint types it lacks."""
-    per_dimension = Counter(d for row in tagged for d in row["fit_dimensions"])
+def taxonomy_report(tagged: Iterable[dict], taxonomy) -> dict:
+    """How the seed pool maps onto the taxonomy, and the constraint types it lacks. `tagged` (the
+    taxonomy stage's rows) is read once, so it may be a stream (ShardStore.iter_rows)."""
+    seeds = 0
+    per_dimension: Counter = Counter()
     candidates: dict[str, dict] = defaultdict(lambda: {"count": 0, "descriptions": [], "example_seeds": []})
     for row in tagged:
+        seeds += 1
+        per_dimension.update(row["fit_dimensions"])
         for t in row["new_constraint_types"]:
             key = " ".join(t["name"].lower().split())
             entry = candidates[key]
@@ -76,7 +86,7 @@ def taxonomy_report(tagged: list[dict], taxonomy) -> dict:
             if len(entry["example_seeds"]) < 3:
                 entry["example_seeds"].append(row["text"][:200])
     return {
-        "seeds": len(tagged),
+        "seeds": seeds,
         "taxonomy_version": taxonomy.version_id,
         "dimensions": [{"id": d.id, "name": d.name, "zh": d.zh, "seeds": per_dimension.get(d.id, 0)}
                        for d in taxonomy.dimensions],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from typing import Iterable
 
 from flows.checks import CHECK_SCHEMA, check, validate_spec
 
@@ -66,16 +67,29 @@ def passes(score: dict, policy: str = "both") -> bool:
     return judge and rule
 
 
-def agreement(graded: list[tuple[list[dict], list[dict]]]) -> dict:
-    """How often rule and judge agree (rule passed <=> judge gave 10), over (scores, constraints)
-    pairs, per dimension and in all; only constraints that have both a verdict and a score."""
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for scores, constraints in graded:
+class Agreement:
+    """agreement() fed a graded row at a time: add(scores, constraints) as rows are read, then result()."""
+
+    def __init__(self):
+        self.counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # key -> [n, agree]
+
+    def add(self, scores: list[dict], constraints: list[dict]) -> None:
         for score, constraint in zip(scores, constraints):
             if score.get("rule_passed") is None:
                 continue
             agree = int(score["rule_passed"] == (score["score"] == 10))
             for key in (constraint["dimension"], "all"):
-                counts[key][0] += 1
-                counts[key][1] += agree
-    return {key: {"n": n, "agree": a, "rate": round(a / n, 4)} for key, (n, a) in sorted(counts.items())}
+                self.counts[key][0] += 1
+                self.counts[key][1] += agree
+
+    def result(self) -> dict:
+        return {key: {"n": n, "agree": a, "rate": round(a / n, 4)} for key, (n, a) in sorted(self.counts.items())}
+
+
+def agreement(graded: Iterable[tuple[list[dict], list[dict]]]) -> dict:
+    """How often rule and judge agree (rule passed <=> judge gave 10), over (scores, constraints)
+    pairs, per dimension and in all; only constraints that have both a verdict and a score."""
+    acc = Agreement()
+    for scores, constraints in graded:
+        acc.add(scores, constraints)
+    return acc.result()

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from flows.contracts import REJECTS, SCHEMA_VERSION, content_id
 
 META_KEY = b"trace_build"
+BATCH_ROWS = 1024  # rows at a time when a file is read or written in pieces (a row group when written)
 
 
 def input_hash(rows: list[dict], fingerprint: str = "") -> str:
@@ -60,6 +62,118 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_batches(path: Path, columns: list[str] | None = None,
+                 batch_size: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's rows (only `columns`, if given), `batch_size` at most at a time, one row
+    group in memory at a time (ParquetFile.iter_batches reads ahead many)."""
+    with pq.ParquetFile(path) as f:
+        for group in range(f.metadata.num_row_groups):
+            yield from f.read_row_group(group, columns=columns).to_batches(max_chunksize=batch_size)
+
+
+def read_rows(path: Path, columns: list[str] | None = None, batch_size: int = BATCH_ROWS) -> Iterator[dict]:
+    """read_batches a row at a time, as dicts."""
+    for batch in read_batches(path, columns, batch_size):
+        yield from batch.to_pylist()
+
+
+def schema_with_meta(schema: pa.Schema, meta: dict) -> pa.Schema:
+    """`schema` carrying `meta` as to_table puts it on a table."""
+    return schema.with_metadata({META_KEY: json.dumps(meta).encode()})
+
+
+class _AtomicFile:
+    """A file written in pieces under a temporary name and renamed by close(), so a file that
+    exists is complete. As a context manager: closed at the end of the block, or on an error
+    removed (temporary name included), the file of an earlier run left as it was."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+
+    def _finish(self) -> None:  # what a complete file still needs before it is closed
+        pass
+
+    def _close_file(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Path:
+        self._finish()
+        self._close_file()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._close_file()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ParquetStreamWriter(_AtomicFile):
+    """A Parquet file written a table at a time, one row group per table; rows given one by one
+    (add_row) are grouped `group_rows` at a time. A file without rows gets one empty row group,
+    as write_table_atomic writes it, so a small file is the same bytes either way."""
+
+    def __init__(self, path: Path, schema: pa.Schema, group_rows: int = BATCH_ROWS):
+        super().__init__(path)
+        self.schema = schema
+        self.rows = 0
+        self._group_rows = group_rows
+        self._pending: list[dict] = []
+        self._writer = pq.ParquetWriter(self.tmp, schema)
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        self._flush_rows()
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+    def add_row(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self._group_rows:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self.write(to_table(rows, self.schema, {}))
+
+    def _finish(self) -> None:
+        self._flush_rows()
+        if not self.rows:
+            self._writer.write_table(self.schema.empty_table())
+
+    def _close_file(self) -> None:
+        self._writer.close()
+
+
+class TextStreamWriter(_AtomicFile):
+    """A UTF-8 text file written in pieces: write_text_atomic for text too large to hold."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._fh = open(self.tmp, "w", encoding="utf-8")
+
+    def write(self, text: str) -> None:
+        self._fh.write(text)
+
+    def _close_file(self) -> None:
+        self._fh.close()
 
 
 class ShardStore:
@@ -106,6 +220,20 @@ class ShardStore:
         write_table_atomic(self.rejects_path(stage, shard), to_table(rejects, REJECTS, meta))
         write_table_atomic(self.shard_path(stage, shard), to_table(rows, schema, meta))
 
+    def iter_rows(self, stage: str, kind: str = "shard", columns: list[str] | None = None) -> Iterator[dict]:
+        """read_stage one row at a time (only `columns` if given), in read_stage's order, a batch
+        in memory at a time."""
+        for path in self.stage_files(stage, kind):
+            yield from read_rows(path, columns)
+
+    def count_rows(self, stage: str, kind: str = "shard") -> int:
+        """Rows in every file of a stage, from the files' footers."""
+        total = 0
+        for path in self.stage_files(stage, kind):
+            with pq.ParquetFile(path) as f:
+                total += f.metadata.num_rows
+        return total
+
     def read_stage(self, stage: str, kind: str = "shard") -> list[dict]:
         rows: list[dict] = []
         for path in self.stage_files(stage, kind):
@@ -116,6 +244,12 @@ class ShardStore:
         path = self.split_path(split)
         write_table_atomic(path, to_table(rows, schema, {"split": split, "schema_version": SCHEMA_VERSION, **meta}))
         return path
+
+    def split_writer(self, split: str, schema: pa.Schema, meta: dict,
+                     group_rows: int = BATCH_ROWS) -> ParquetStreamWriter:
+        """write_split a table (or a row) at a time; the file appears when the writer is closed."""
+        meta = {"split": split, "schema_version": SCHEMA_VERSION, **meta}
+        return ParquetStreamWriter(self.split_path(split), schema_with_meta(schema, meta), group_rows)
 
     def files(self) -> list[dict]:
         """Every Parquet file of the run with its row count and sha256."""
