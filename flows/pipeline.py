@@ -152,10 +152,6 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
     return done
 
 
-def shard_rows(rows: list[dict], shard_size: int) -> list[list[dict]]:
-    return [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
-
-
 def windows(shards: Iterable[tuple[list[dict], list[dict]]], shard_size: int, window_size: int
             ) -> Iterator[list[tuple[int, list[dict], list[dict]]]]:
     """Consecutive shards, numbered, grouped into windows of about `window_size` seeds."""
