@@ -296,5 +296,6 @@ def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, p
     manifest["exports"] = export_split_files(store.run_dir / "exports",
                                              {name: store.split_path(name) for name in ALL_SPLITS}, card, batch_rows)
     manifest["files"] = store.files()
+    manifest["stage_files"] = store.stage_files_summary()
     write_json_atomic(store.run_dir / "manifest.json", manifest)
     return manifest

@@ -252,14 +252,25 @@ class ShardStore:
         return ParquetStreamWriter(self.split_path(split), schema_with_meta(schema, meta), group_rows)
 
     def files(self) -> list[dict]:
-        """Every Parquet file of the run with its row count and sha256."""
+        """Every Parquet file a user takes from the run (splits, exports) with its row count and
+        sha256. Stage shards are not listed one by one: there are thousands (see stage_files_summary)."""
         out = []
         for path in sorted(self.run_dir.glob("*/**/*.parquet")):
-            if path.name.startswith("."):
+            relative = path.relative_to(self.run_dir)
+            if path.name.startswith(".") or relative.parts[0] == "stages":
                 continue
             out.append({
-                "path": str(path.relative_to(self.run_dir)),
+                "path": str(relative),
                 "rows": pq.ParquetFile(path).metadata.num_rows,
                 "sha256": file_sha256(path),
             })
+        return out
+
+    def stage_files_summary(self) -> dict[str, dict]:
+        """Per stage: how many shard and rejects files, and their bytes (rows are in the funnel)."""
+        out = {}
+        for folder in sorted(p for p in (self.run_dir / "stages").glob("*") if p.is_dir()):
+            shards, rejects = self.stage_files(folder.name), self.stage_files(folder.name, "rejects")
+            out[folder.name] = {"shard_files": len(shards), "rejects_files": len(rejects),
+                                "bytes": sum(p.stat().st_size for p in shards + rejects)}
         return out

@@ -20,8 +20,10 @@ def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
     rows = assert_accounted(out, 30)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits"]["sft"]["rows"] == rows["split:sft"]["out"] > 0
-    assert {f["path"] for f in manifest["files"]} >= {"splits/sft.parquet", "stages/respond/shard-00000.parquet",
-                                                      "stages/qc/rejects-00000.parquet"}
+    assert {f["path"] for f in manifest["files"]} >= {"splits/sft.parquet", "exports/hf/sft.parquet"}
+    assert not [f for f in manifest["files"] if f["path"].startswith("stages/")]  # thousands at scale
+    assert manifest["stage_files"]["respond"]["shard_files"] == len(list((out / "stages" / "respond").glob("shard-*")))
+    assert manifest["stage_files"]["qc"]["rejects_files"] >= 1
     assert (out / "reports" / "taxonomy_report.md").exists()
     sft = read_rows(out / "splits" / "sft.parquet")
     assert all(s["score"] == 10 for r in sft for s in r["scores"])
