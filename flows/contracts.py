@@ -39,7 +39,7 @@ _NEW_TYPE = pa.struct([("name", pa.string()), ("description", pa.string())])
 _CONSTRAINT = pa.struct([
     ("id", pa.string()), ("text", pa.string()), ("dimension", pa.string()),
     ("dimension_zh", pa.string()), ("type", pa.string()),
-    ("check", pa.string()),  # JSON rule-check spec (flows/checks.py) where a rule can decide it, else null
+    ("check", pa.string()),  # JSON rule-check spec (flows/checks/) where a rule can decide it, else null
 ])
 _SCORE = pa.struct([
     ("constraint_id", pa.string()), ("score", pa.int32()), ("explanation", pa.string()),

@@ -1,7 +1,7 @@
 """Rule checks beside the judge: which constraints get a check, the verdicts, and who decides.
 
 A constraint whose dimension a rule can decide (taxonomy `rule_checkable`) may carry a check spec
-(flows/checks.py), extracted once by the LLM and kept only when it validates. When a response
+(flows/checks/), extracted once by the LLM and kept only when it validates. When a response
 is graded, each such constraint gets a rule verdict next to the judge's score, and the policy
 says what counts as passing:
     both   a checkable constraint must score 10 and pass its rule (the default)

@@ -1,4 +1,4 @@
-"""Rule checkers (flows/checks.py): spec validation, counting, formats, lists, headings, phrase
+"""Rule checkers (flows/checks/): spec validation, counting, formats, lists, headings, phrase
 matching, language detection, template openings and endings, in Chinese and English."""
 import dataclasses
 import json
@@ -14,6 +14,7 @@ from flows.checks import (
     CHECK_SCHEMA,
     DIMENSION_KINDS,
     KIND_SCHEMAS,
+    LANGUAGES,
     Verdict,
     check,
     count_units,
@@ -24,6 +25,7 @@ from flows.checks import (
     split_sentences,
     validate_spec,
 )
+from flows.language import supported_languages
 from flows.taxonomy import load_taxonomy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,6 +125,13 @@ def test_specs_for_real_constraints_are_valid_for_their_dimension(constraint, di
     assert validate_spec(spec, dimension) is None, constraint
 
 
+@pytest.mark.parametrize("response", ["", "   ", "\n\t\r\n \u3000"])
+@pytest.mark.parametrize("spec", VALID_SPECS + [{"kind": "count", "unit": "chars", "max": 300},
+                                               {"kind": "headings", "max_count": 3}], ids=repr)
+def test_an_empty_response_fails_every_check(spec, response):
+    assert check(spec, response) == Verdict(False, "the response is empty")
+
+
 def test_check_rejects_unknown_kind_and_verdict_is_frozen():
     with pytest.raises(ValueError, match="unknown check kind 'spelling'"):
         check({"kind": "spelling"}, "text")
@@ -165,12 +174,55 @@ def test_sentences_split_on_chinese_and_latin_terminators():
     # decimals, abbreviations and domains do not end sentences
     assert split_sentences("Pi is 3.14. E.g. this works. Mr. Smith visited example.com today.") == \
         ["Pi is 3.14.", "E.g. this works.", "Mr. Smith visited example.com today."]
-    # list markers are not sentences; a line is a unit of its own
+    # list markers and heading marks are not part of a sentence; headings and items are units
     assert split_sentences("# 标题\n1. 第一点。\n2. 第二点") == ["标题", "第一点。", "第二点"]
     assert check({"kind": "count", "unit": "sentences", "min": 3, "max": 3}, "一。二！三？") == \
         Verdict(True, "3 sentences, needs exactly 3")
     assert check({"kind": "count", "unit": "sentences", "max": 2}, "One. Two! Three?") == \
         Verdict(False, "3 sentences, needs at most 2")
+
+
+@pytest.mark.parametrize("text, sentences", [
+    ("**One.** Two.", ["**One.**", "Two."]),
+    ("*One.* _Two._ __Three.__ Four.", ["*One.*", "_Two._", "__Three.__", "Four."]),
+    ("**Really?** Yes.", ["**Really?**", "Yes."]),
+    ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+    ("(See the figure.) Next. [Done.] End.", ["(See the figure.)", "Next.", "[Done.]", "End."]),
+    ("他说“好。”然后走了。【完。】", ["他说“好。”", "然后走了。", "【完。】"]),
+])
+def test_a_full_stop_before_closing_emphasis_quotes_or_brackets_ends_a_sentence(text, sentences):
+    assert split_sentences(text) == sentences
+
+
+def test_wrapped_lines_continue_a_sentence():
+    poem = "Roses are red\nViolets are blue,\nSugar is sweet\nAnd so are you.\n"
+    assert split_sentences(poem) == ["Roses are red\nViolets are blue,\nSugar is sweet\nAnd so are you."]
+    assert count_units(poem * 10, "sentences") == 10  # 40 lines, 10 sentences
+    assert count_units("床前明月光，\n疑是地上霜。\n举头望明月，\n低头思故乡。", "sentences") == 2
+    assert count_units("床前明月光\n疑是地上霜\n\n举头望明月\n低头思故乡", "sentences") == 2  # stanzas
+    assert split_sentences("> quoted line one\n> continues here.") == ["quoted line one\ncontinues here."]
+
+
+def test_units_of_their_own_end_at_the_line_break():
+    text = ("## Ingredients\n- flour\n- sugar\n\n**Steps**\n1. Mix the flour\n   with the sugar.\n2. Bake.\n"
+            "Enjoy!\n\nServe warm\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    assert split_sentences(text) == ["Ingredients", "flour", "sugar", "Steps", "Mix the flour\nwith the sugar.",
+                                      "Bake.", "Enjoy!", "Serve warm", "| a | b |", "| 1 | 2 |"]
+    assert split_sentences("第一段没有句号\n\n第二段") == ["第一段没有句号", "第二段"]
+    assert split_sentences("Before\n---\nAfter") == ["Before", "After"]
+
+
+def test_header_fields_placeholders_and_code_hold_no_sentence():
+    letter = ("Subject: Meeting on Friday\n\nDear John,\n\nI hope you are well. Let's meet on Friday.\n\n"
+              "Best regards,\n[Your Name]\n[Your Title], [Company]")
+    # the salutation runs on into the paragraph it opens; the sign-off is one sentence
+    assert split_sentences(letter) == ["Dear John,\nI hope you are well.", "Let's meet on Friday.", "Best regards,"]
+    assert count_units("To: Ann\nFrom: Bob\nDate: May 1\nHi Ann,\nThanks for the note.\nBest regards,\nBob Smith",
+                       "sentences") == 2
+    chinese = "主题：会议通知\n\n尊敬的客户：\n\n您好！感谢您的来信。\n\n此致\n敬礼\n【姓名】"
+    assert split_sentences(chinese) == ["尊敬的客户：\n您好！", "感谢您的来信。", "此致\n敬礼"]
+    code = "Here is code:\n```python\nprint(1)\nx = 2\n```\nIt prints 1."
+    assert split_sentences(code) == ["Here is code:", "It prints 1."]
 
 
 def test_paragraphs_ignore_leading_blank_lines():
@@ -344,33 +396,61 @@ def test_exclude():
 
 # ------------------------------------------------------------------------------- language
 
+IFEVAL_RESPONSE_LANGUAGES = "ar bg bn de fa fi gu hi it kn ko mr ne pa pt ru sw ta te th ur vi".split()
+
+# A sentence or two of real prose in each language: short texts are unreliable for any identifier.
 LANGUAGE_SAMPLES = {
-    "zh": "这是一个使用Python和pandas库读取CSV文件的例子，代码如下。",
-    "en": "The dish is called 宫保鸡丁 and it is a spicy classic from Sichuan.",
-    "ja": "これは日本語の文章です。東京は大きな都市です。",
-    "ko": "한국어로 작성된 문장입니다. 서울은 큰 도시입니다.",
-    "ru": "Это русский текст о погоде в Москве.",
-    "ar": "هذا نص مكتوب باللغة العربية عن الطقس.",
-    "fr": "Le chat est sur la table et il dort dans la cuisine.",
-    "de": "Der Hund ist nicht im Haus, und das ist auch gut so.",
-    "es": "El perro está en la casa y es muy bonito para los niños.",
-    "unknown": "12345 !!! ---",
+    "ar": "القاهرة هي عاصمة مصر وأكبر مدنها، ويعيش فيها ملايين الناس الذين يعملون في مجالات مختلفة.",
+    "bg": "София е столицата на България и най-големият град в страната, с богата история и култура.",
+    "bn": "ঢাকা বাংলাদেশের রাজধানী এবং দেশের সবচেয়ে বড় শহর, যেখানে লক্ষ লক্ষ মানুষ বাস করে।",
+    "de": "Berlin ist die Hauptstadt Deutschlands und eine Stadt mit einer langen und bewegten Geschichte.",
+    "fa": "تهران پایتخت ایران و بزرگ‌ترین شهر این کشور است و میلیون‌ها نفر در آن زندگی می‌کنند.",
+    "fi": "Helsinki on Suomen pääkaupunki ja maan suurin kaupunki, jossa asuu yli puoli miljoonaa ihmistä.",
+    "gu": "અમદાવાદ ગુજરાતનું સૌથી મોટું શહેર છે અને તે તેના ઇતિહાસ અને સંસ્કૃતિ માટે જાણીતું છે.",
+    "hi": "नई दिल्ली भारत की राजधानी है और यह शहर अपने इतिहास और संस्कृति के लिए प्रसिद्ध है।",
+    "it": "Roma è la capitale d'Italia ed è famosa per i suoi monumenti antichi e la sua cucina.",
+    "kn": "ಬೆಂಗಳೂರು ಕರ್ನಾಟಕದ ರಾಜಧಾನಿ ಮತ್ತು ಭಾರತದ ಪ್ರಮುಖ ತಂತ್ರಜ್ಞಾನ ಕೇಂದ್ರವಾಗಿದೆ.",
+    "ko": "서울은 대한민국의 수도이며 많은 사람들이 살고 있는 큰 도시입니다.",
+    "mr": "मुंबई ही महाराष्ट्राची राजधानी आहे आणि ते भारतातील सर्वात मोठे शहर आहे.",
+    "ne": "काठमाडौं नेपालको राजधानी हो र यो देशको सबैभन्दा ठूलो सहर पनि हो।",
+    "pa": "ਅੰਮ੍ਰਿਤਸਰ ਪੰਜਾਬ ਦਾ ਇੱਕ ਪ੍ਰਸਿੱਧ ਸ਼ਹਿਰ ਹੈ ਅਤੇ ਇੱਥੇ ਹਰਿਮੰਦਰ ਸਾਹਿਬ ਸਥਿਤ ਹੈ।",
+    "pt": "Lisboa é a capital de Portugal e é conhecida pelos seus bairros antigos e pelo fado.",
+    "ru": "Москва является столицей России и крупнейшим городом страны с богатой историей.",
+    "sw": "Nairobi ni mji mkuu wa Kenya na ni mojawapo ya miji mikubwa zaidi katika Afrika Mashariki.",
+    "ta": "சென்னை தமிழ்நாட்டின் தலைநகரம் மற்றும் இந்தியாவின் முக்கியமான நகரங்களில் ஒன்றாகும்.",
+    "te": "హైదరాబాద్ తెలంగాణ రాష్ట్ర రాజధాని మరియు ఇది బిర్యానీకి ప్రసిద్ధి చెందింది.",
+    "th": "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทยและเป็นเมืองที่ใหญ่ที่สุดในประเทศ",
+    "ur": "اسلام آباد پاکستان کا دارالحکومت ہے اور یہ ایک خوبصورت اور پرسکون شہر ہے۔",
+    "vi": "Hà Nội là thủ đô của Việt Nam và là một thành phố có lịch sử hơn một nghìn năm.",
+    "zh": "北京是中国的首都，也是一座历史悠久、文化灿烂的城市，每年吸引大量游客。",
+    "en": "London is the capital of the United Kingdom and one of the largest cities in Europe.",
+    "ja": "東京は日本の首都であり、世界で最も人口の多い都市圏の一つです。",
+    "fr": "Paris est la capitale de la France et elle est célèbre pour ses musées et sa cuisine.",
+    "es": "Madrid es la capital de España y es conocida por sus museos, sus parques y su vida nocturna.",
 }
 
 
 @pytest.mark.parametrize("lang", sorted(LANGUAGE_SAMPLES))
 def test_detect_language(lang):
     assert detect_language(LANGUAGE_SAMPLES[lang]) == lang
+    assert check({"kind": "language", "language": lang}, LANGUAGE_SAMPLES[lang]).passed
+
+
+def test_detect_language_of_mixed_answers():
+    assert detect_language("这是一个使用Python和pandas库读取CSV文件的例子，代码如下。") == "zh"
+    assert detect_language("在机器学习中，我们通常使用Transformer模型和Attention机制，例如BERT、GPT等预训练语言模型。") == "zh"
+    assert detect_language("The dish is called 宫保鸡丁 and it is a spicy classic from Sichuan.") == "en"
+    assert detect_language("12345 !!! ---") == "unknown"  # no letters at all
 
 
 def test_detect_language_ignores_code_and_urls():
     answer = "下面是读取文件的代码：\n```python\nimport pandas as pd\ndf = pd.read_csv('data.csv')\nprint(df.head())\n```\n参见 https://pandas.pydata.org/docs/reference/api/pandas.read_csv.html"
     assert detect_language(answer) == "zh"
-    assert detect_language("Hello world") == "unknown"  # Latin script but no stopword to tell which
+    assert detect_language("```python\nprint('hello world')\n```\nhttps://example.com/a/b `x = 1`") == "unknown"
 
 
 def test_detect_language_is_deterministic_across_calls_and_hash_seeds():
-    texts = [*LANGUAGE_SAMPLES.values(), "Le the der el", "die the", "中文 and English mixed 一起"]
+    texts = [*LANGUAGE_SAMPLES.values(), "Le the der el", "die the", "中文 and English mixed 一起", "你好"]
     here = [detect_language(t) for t in texts]
     assert here == [detect_language(t) for t in texts]
     script = "import json, sys; from flows.checks import detect_language; " \
@@ -382,11 +462,29 @@ def test_detect_language_is_deterministic_across_calls_and_hash_seeds():
         assert json.loads(out.stdout) == here, seed
 
 
+def test_languages_a_spec_may_ask_for():
+    assert set(LANGUAGE_SAMPLES) <= set(LANGUAGES)
+    assert set(IFEVAL_RESPONSE_LANGUAGES) <= set(LANGUAGES)
+    assert LANGUAGES[:9] == ("zh", "en", "ja", "ko", "ru", "ar", "fr", "de", "es")  # the set before py3langid
+    assert set(LANGUAGES) <= set(supported_languages())  # each can be detected
+    assert all(len(code) == 2 for code in LANGUAGES) and len(set(LANGUAGES)) == len(LANGUAGES)
+    prop = KIND_SCHEMAS["language"]["properties"]["language"]
+    assert prop["enum"] == list(LANGUAGES)
+    assert "hi Hindi" in prop["description"] and "sw Swahili" in prop["description"]
+    assert validate_spec({"kind": "language", "language": "hi"}, "multilingual") is None
+    assert "language" in validate_spec({"kind": "language", "language": "klingon"})
+
+
 def test_language_check():
     assert check({"kind": "language", "language": "en"}, LANGUAGE_SAMPLES["en"]) == \
         Verdict(True, "detected en (English), needs en (English)")
     assert check({"kind": "language", "language": "fr"}, "这是中文。") == \
         Verdict(False, "detected zh (Chinese), needs fr (French)")
+    assert check({"kind": "language", "language": "hi"}, LANGUAGE_SAMPLES["mr"]) == \
+        Verdict(False, "detected mr (Marathi), needs hi (Hindi)")
+    # short Mandarin is often taken for Cantonese: a variety counts as its language
+    assert check({"kind": "language", "language": "zh"}, "你好") == \
+        Verdict(True, "detected yue (a variety of zh, Chinese), needs zh (Chinese)")
 
 
 # ------------------------------------------------------------------------------- template
@@ -416,5 +514,7 @@ def test_module_docstring_examples_hold():
     import doctest
 
     import flows.checks
+    import flows.checks.sentences
 
     assert doctest.testmod(flows.checks).failed == 0
+    assert doctest.testmod(flows.checks.sentences).failed == 0
