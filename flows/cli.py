@@ -185,11 +185,14 @@ def cmd_eval(args) -> int:
     from flows.llm.client import LLMFailure
 
     cfg = load_config(args.config, eval_overrides(
+        suite=args.suite, responses=args.responses,
         data=args.data, limit=args.limit, sample=args.sample, out=args.out,
         rule_checks=False if args.no_rule_checks else None, base_urls=args.base_url, model=args.model,
         backend=args.backend, backend_model=args.backend_model, judge_base_urls=args.judge_base_url,
         judge_model=args.judge_model, judge_backend=args.judge_backend, judge_backend_model=args.judge_backend_model,
         judge_api_key_env=args.judge_api_key_env), model=EvalConfig)
+    if cfg.suite == "ifeval":
+        return _eval_ifeval(cfg, args)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         result = aio.run(evaluate(cfg, progress))
@@ -206,6 +209,35 @@ def cmd_eval(args) -> int:
     if metrics["incomplete"]:
         print(f"trace-build: error: {metrics['incomplete']} rows not evaluated (server errors: "
               f"{', '.join(k for k in metrics['failures'] if k.split(':')[1] in SERVER_FAILURES)}); "
+              "rerun the same command to finish", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _eval_ifeval(cfg, args) -> int:
+    from flows.ifeval.scoring import metrics_markdown
+    from flows.ifeval.suite import PHASES, evaluate_ifeval
+    from flows.llm.client import LLMFailure
+
+    if cfg.judge is not None:
+        raise ConfigError("the ifeval suite has no judge: its instructions are decided by rules")
+    progress = TqdmProgress(enabled=not args.quiet and not cfg.responses)
+    try:
+        result = aio.run(evaluate_ifeval(cfg, progress))
+    except LLMFailure as exc:  # the server is not there: one line, not a traceback
+        raise BackendError(f"LLM server: {exc}") from None
+    finally:
+        progress.close()
+    metrics = result.metrics
+    print(metrics_markdown(metrics))
+    print(f"results: {result.out_dir / 'results.json'}  lines: {result.out_dir / 'eval_results_strict.jsonl'}, "
+          f"{result.out_dir / 'eval_results_loose.jsonl'}")
+    if metrics["answers_from_cache"]:
+        print(f"{metrics['answers_from_cache']} answers came from the request cache in {result.out_dir}; "
+              "evaluate changed weights served under the same name into a new --out")
+    if metrics["incomplete"]:
+        print(f"trace-build: error: {metrics['incomplete']} prompts not answered (server errors: "
+              f"{', '.join(k for k in metrics['failures'] if k.startswith('answer_unavailable'))}); "
               "rerun the same command to finish", file=sys.stderr)
         return 1
     return 0
@@ -289,12 +321,18 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a model with the Trace protocol (IF-S, IF-M) and a judge")
-    e.add_argument("--data", help="official-layout eval JSONL or a run folder (default: the official 1,042 rows)")
+    e = sub.add_parser("eval", help="evaluate a model: Trace (IF-S, IF-M, with a judge) or IFEval (rules)")
+    e.add_argument("--suite", choices=["trace", "ifeval"], help="trace (default): the Trace protocol with a judge; "
+                                                                "ifeval: IFEval's 541 prompts, strict and loose")
+    e.add_argument("--responses", help="ifeval: score this file of responses (JSON lines with prompt and "
+                                       "response) instead of asking a model")
+    e.add_argument("--data", help="trace: official-layout eval JSONL or a run folder (default: the official "
+                                  "1,042 rows); ifeval: an IFEval input_data JSONL (default: the 541 prompts)")
     e.add_argument("--limit", type=int, help="the first N rows only (the official file lists its 200 "
                                              "single-constraint rows first)")
     e.add_argument("--sample", type=int, help="N rows spread evenly over the file (IF-S and IF-M alike)")
-    e.add_argument("--out", help="results folder (default runs/eval); rerunning reuses every cached answer")
+    e.add_argument("--out", help="results folder (default runs/eval, runs/eval-ifeval); rerunning reuses every "
+                                 "cached answer")
     e.add_argument("--judge-api-key-env", help="environment variable holding the judge's API key "
                                                "(default OPENAI_API_KEY)")
     e.add_argument("--base-url", action="append", help="the model under test: OpenAI-compatible /v1 URL")

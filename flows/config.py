@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.train.methods import METHODS
 
@@ -135,16 +135,29 @@ def one_line(exc: ValidationError, source: str) -> str:
     return f"{source}: {where}: {err['msg']}{more}"
 
 
-class EvalConfig(_Strict):
-    """A Trace evaluation: the model under test, the judge, and how they are asked."""
+SUITES = ("trace", "ifeval")
+# Per suite: the results folder and the answer temperature when the config does not set them.
+# Trace: the paper's 0.1; IFEval: greedy, its usual protocol.
+SUITE_DEFAULTS = {"trace": {"out": "runs/eval", "answer_temperature": 0.1},
+                  "ifeval": {"out": "runs/eval-ifeval", "answer_temperature": 0.0}}
 
-    data: str | None = Field(None, description="official-layout eval JSONL or a run folder; default: the official set")
-    out: str = "runs/eval"
+
+class EvalConfig(_Strict):
+    """An evaluation: the suite, the model under test, the judge (Trace), and how they are asked."""
+
+    suite: Literal["trace", "ifeval"] = Field(
+        "trace", description="trace: the Trace protocol (LLM judge, IF-S / IF-M); ifeval: IFEval's 541 prompts "
+                             "decided by rules (strict / loose, prompt- and instruction-level)")
+    data: str | None = Field(None, description="trace: official-layout eval JSONL or a run folder; ifeval: an "
+                                               "IFEval input_data JSONL; default: the suite's official set")
+    responses: str | None = Field(None, description="ifeval: score these responses (JSON lines with prompt and "
+                                                    "response) instead of asking a model")
+    out: str | None = Field(None, description="results folder; default runs/eval (trace), runs/eval-ifeval (ifeval)")
     limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
     sample: int | None = Field(None, ge=1, description="evaluate N rows spread evenly over the file")
     model: LLMConfig = Field(default_factory=LLMConfig, description="the model under test")
     judge: LLMConfig | None = Field(None, description="the judge; default: the model under test's server")
-    answer_temperature: float = 0.1
+    answer_temperature: float | None = Field(None, ge=0, description="default 0.1 (trace, the paper's), 0 (ifeval)")
     answer_max_tokens: int = Field(2048, ge=1)
     judge_temperature: float = 0.0
     judge_max_tokens: int = Field(2048, ge=1)
@@ -155,6 +168,15 @@ class EvalConfig(_Strict):
         None, description="request cache of the check extraction, shared by the evaluations that use it (same "
                           "judge: a row's checks are paid for once); default: eval-checks.sqlite beside `out`")
     rule_policy: Literal["both", "judge", "rule"] = "both"
+
+    @model_validator(mode="after")
+    def _suite_defaults(self) -> "EvalConfig":
+        for key, value in SUITE_DEFAULTS[self.suite].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.responses and self.suite != "ifeval":
+            raise ValueError("responses: only the ifeval suite scores a responses file")
+        return self
 
 
 def eval_overrides(*, base_urls=None, model=None, backend=None, backend_model=None, judge_base_urls=None,

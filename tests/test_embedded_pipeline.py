@@ -44,3 +44,18 @@ def test_three_official_rows_with_the_embedded_model_as_model_and_judge(tmp_path
             assert row["failure"].split(":")[0] in ("answer_failed", "judge_failed")
     judge_failed = sum(n for reason, n in results["failures"].items() if reason.startswith("judge_failed"))
     assert results["scored"] + judge_failed == 3
+
+
+def test_five_ifeval_prompts_answered_by_the_embedded_model(tmp_path):
+    out = tmp_path / "ifeval"
+    done = run_cli("eval", "--suite", "ifeval", "--backend", "embedded", "--backend-model", "qwen2.5-coder-0.5b",
+                   "--limit", 5, "--out", out, "--quiet", "--config", "configs/eval-ifeval-embedded.yaml", timeout=1500)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == "qwen2.5-coder-0.5b" and results["prompts"] == 5
+    strict = [json.loads(line) for line in (out / "eval_results_strict.jsonl").read_text().splitlines()]
+    # every prompt answered (or failed by the model itself, scored as empty) and every instruction decided
+    assert results["scored"] == 5 and results["incomplete"] == 0
+    for line in strict:
+        assert len(line["follow_instruction_list"]) == len(line["instruction_id_list"]) >= 1
+        assert all(isinstance(v, bool) for v in line["follow_instruction_list"])

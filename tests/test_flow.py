@@ -105,3 +105,27 @@ def test_trace_eval_flow_reports_progress_and_result_tables(harness, sim, tmp_pa
         time.sleep(0.2)
     assert "| IF-S |" in found["trace-eval-results"].data and "## By dimension" in found["trace-eval-results"].data
     assert found["trace-eval-progress-answer"].data == 100 and found["trace-eval-progress-judge"].data == 100
+
+
+def test_trace_eval_flow_runs_the_ifeval_suite(harness, sim, tmp_path):
+    from flows.trace_eval import trace_eval
+
+    out = tmp_path / "ifeval"
+    state = asyncio.run(trace_eval(suite="ifeval", sample=5, out=str(out), base_urls=[sim.base_url],
+                                   return_state=True))
+    assert state.is_completed(), state
+    result = state.result()
+    results = json.loads((out / "results.json").read_text())
+    assert results["scored"] == 5 and result["strict_prompt_level"] == results["strict"]["prompt_level"]["rate"]
+    assert (out / "eval_results_loose.jsonl").read_text().count("\n") == 5
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    for _ in range(50):
+        found = {a.key: a for a in asyncio.run(artifacts())}
+        if "ifeval-results" in found:
+            break
+        time.sleep(0.2)
+    assert "| prompt-level |" in found["ifeval-results"].data and "## By category" in found["ifeval-results"].data
