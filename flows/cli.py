@@ -182,7 +182,6 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from flows.config import EvalConfig, eval_overrides
     from flows.evaluation import PHASES, SERVER_FAILURES, evaluate, metrics_markdown
-    from flows.llm.client import LLMFailure
 
     cfg = load_config(args.config, eval_overrides(
         suite=args.suite, responses=args.responses,
@@ -194,21 +193,32 @@ def cmd_eval(args) -> int:
     if cfg.suite == "ifeval":
         return _eval_ifeval(cfg, args)
     progress = TqdmProgress(enabled=not args.quiet)
+    result = _run_evaluation(evaluate(cfg, progress), progress)
+    metrics = result.metrics
+    print(metrics_markdown(metrics, metrics["model"], metrics["judge"]))
+    print(f"rows: {result.out_dir / 'rows.parquet'}  results: {result.out_dir / 'results.json'}  ({', '.join(PHASES)})")
+    server_failed = [k for k in metrics["failures"] if k.split(":")[1] in SERVER_FAILURES]
+    return _evaluation_status(metrics, result.out_dir, "rows not evaluated", server_failed)
+
+
+def _run_evaluation(evaluation, progress):
+    from flows.llm.client import LLMFailure
+
     try:
-        result = aio.run(evaluate(cfg, progress))
+        return aio.run(evaluation)
     except LLMFailure as exc:  # the server is not there: one line, not a traceback
         raise BackendError(f"LLM server: {exc}") from None
     finally:
         progress.close()
-    metrics = result.metrics
-    print(metrics_markdown(metrics, metrics["model"], metrics["judge"]))
-    print(f"rows: {result.out_dir / 'rows.parquet'}  results: {result.out_dir / 'results.json'}  ({', '.join(PHASES)})")
+
+
+def _evaluation_status(metrics: dict, out_dir, missing: str, server_failed: list[str]) -> int:
+    """Say what came from the cache and what is missing; 1 when servers left work undone."""
     if metrics["answers_from_cache"]:
-        print(f"{metrics['answers_from_cache']} answers came from the request cache in {result.out_dir}; "
+        print(f"{metrics['answers_from_cache']} answers came from the request cache in {out_dir}; "
               "evaluate changed weights served under the same name into a new --out")
     if metrics["incomplete"]:
-        print(f"trace-build: error: {metrics['incomplete']} rows not evaluated (server errors: "
-              f"{', '.join(k for k in metrics['failures'] if k.split(':')[1] in SERVER_FAILURES)}); "
+        print(f"trace-build: error: {metrics['incomplete']} {missing} (server errors: {', '.join(server_failed)}); "
               "rerun the same command to finish", file=sys.stderr)
         return 1
     return 0
@@ -216,31 +226,18 @@ def cmd_eval(args) -> int:
 
 def _eval_ifeval(cfg, args) -> int:
     from flows.ifeval.scoring import metrics_markdown
-    from flows.ifeval.suite import PHASES, evaluate_ifeval
-    from flows.llm.client import LLMFailure
+    from flows.ifeval.suite import evaluate_ifeval
 
     if cfg.judge is not None:
         raise ConfigError("the ifeval suite has no judge: its instructions are decided by rules")
     progress = TqdmProgress(enabled=not args.quiet and not cfg.responses)
-    try:
-        result = aio.run(evaluate_ifeval(cfg, progress))
-    except LLMFailure as exc:  # the server is not there: one line, not a traceback
-        raise BackendError(f"LLM server: {exc}") from None
-    finally:
-        progress.close()
+    result = _run_evaluation(evaluate_ifeval(cfg, progress), progress)
     metrics = result.metrics
     print(metrics_markdown(metrics))
     print(f"results: {result.out_dir / 'results.json'}  lines: {result.out_dir / 'eval_results_strict.jsonl'}, "
           f"{result.out_dir / 'eval_results_loose.jsonl'}")
-    if metrics["answers_from_cache"]:
-        print(f"{metrics['answers_from_cache']} answers came from the request cache in {result.out_dir}; "
-              "evaluate changed weights served under the same name into a new --out")
-    if metrics["incomplete"]:
-        print(f"trace-build: error: {metrics['incomplete']} prompts not answered (server errors: "
-              f"{', '.join(k for k in metrics['failures'] if k.startswith('answer_unavailable'))}); "
-              "rerun the same command to finish", file=sys.stderr)
-        return 1
-    return 0
+    server_failed = [k for k in metrics["failures"] if k.startswith("answer_unavailable")]
+    return _evaluation_status(metrics, result.out_dir, "prompts not answered", server_failed)
 
 
 def cmd_down(args) -> int:

@@ -9,10 +9,10 @@ the Chinese `levels2` label onto the taxonomy; `unknown` when the label is outsi
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from flows.contracts import SYSTEM_PROMPT
+from flows.jsonl import json_objects
 from flows.seeds import InputError
 from flows.stages.structure import strip_numbering
 
@@ -36,17 +36,10 @@ def resolve_eval_path(source: str | Path | None) -> Path:
 def load_eval_rows(source: str | Path | None, taxonomy, limit: int | None = None) -> list[dict]:
     path = resolve_eval_path(source)
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if limit is not None and len(rows) >= limit:
-                break
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-            rows.append(_row(path, number, raw, taxonomy))
+    for number, raw in json_objects(path):
+        if limit is not None and len(rows) >= limit:
+            break
+        rows.append(_row(path, number, raw, taxonomy))
     if not rows:
         raise InputError(f"{path}: no eval rows")
     return rows
@@ -62,8 +55,6 @@ def spread_sample(rows: list[dict], n: int) -> list[dict]:
 
 def _row(path: Path, number: int, raw, taxonomy) -> dict:
     where = f"{path}: line {number}"
-    if not isinstance(raw, dict):
-        raise InputError(f"{where}: expected a JSON object")
     for field in REQUIRED:
         if field not in raw:
             raise InputError(f"{where}: field {field!r} is missing")

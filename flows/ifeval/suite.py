@@ -29,6 +29,7 @@ from flows.config import EvalConfig
 from flows.contracts import request_seed
 from flows.evalset import spread_sample
 from flows.ifeval.instructions import kwargs_problem
+from flows.jsonl import json_objects
 from flows.ifeval.scoring import MODES, accuracy, metrics_markdown, result_line, verdicts
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
@@ -51,29 +52,12 @@ class IFEvalResult:
     metrics: dict
 
 
-def _json_lines(path: Path):
-    """(line number, object) of a JSON-lines file; a line that is not a JSON object is one error."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-            if not isinstance(raw, dict):
-                raise InputError(f"{path}: line {number}: expected a JSON object")
-            yield number, raw
-
-
 def load_prompts(source: str | Path | None = None, limit: int | None = None, sample: int | None = None) -> list[dict]:
     """IFEval prompts (input_data layout: key, prompt, instruction_id_list, kwargs), checked so a
     bad file is one line naming the line and field; default: the official 541."""
     path = Path(source) if source else IFEVAL_DATA
     prompts = []
-    for number, raw in _json_lines(path):
+    for number, raw in json_objects(path):
         where = f"{path}: line {number}"
         for field, kind in (("key", int), ("prompt", str), ("instruction_id_list", list), ("kwargs", list)):
             if not isinstance(raw.get(field), kind):
@@ -101,7 +85,7 @@ def load_responses(source: str | Path, prompts: list[dict], known: set[str] | No
     path = Path(source)
     known = known if known is not None else {p["prompt"] for p in prompts}
     by_prompt: dict[str, str] = {}
-    for number, raw in _json_lines(path):
+    for number, raw in json_objects(path):
         for field in ("prompt", "response"):
             if not isinstance(raw.get(field), str):
                 raise InputError(f"{path}: line {number}: field {field!r} must be a string")
