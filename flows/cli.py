@@ -50,7 +50,7 @@ class TqdmProgress:
 def cmd_run(args) -> int:
     from flows.build import build_trace
     from flows.llm.client import LLMFailure
-    from flows.report import format_funnel
+    from flows.report import cost_text, format_funnel, written_exports
 
     overrides = {
         "seeds": args.seeds, "limit": args.limit, "out": args.out,
@@ -70,7 +70,8 @@ def cmd_run(args) -> int:
     print(f"\nrun folder: {result.run_dir}")
     sizes = ", ".join(f"{name} {info['rows']}" for name, info in result.manifest["splits"].items())
     print(f"splits:     {result.run_dir / 'splits'} ({sizes})")
-    print(f"exports:    {result.run_dir / 'exports'} (hf, llamafactory, trl, trace)\n")
+    print(f"exports:    {result.run_dir / 'exports'} ({', '.join(written_exports(result.manifest)) or 'none'})")
+    print(f"cost:       {cost_text(result.manifest)}\n")
     print(format_funnel(result.manifest["funnel"]))
     if args.show:
         show_sft(result.run_dir, args.show)
@@ -80,7 +81,9 @@ def cmd_run(args) -> int:
 def show_sft(run_dir: Path, n: int) -> None:
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(run_dir / "splits" / "sft.parquet").to_pylist()[:n]
+    with pq.ParquetFile(run_dir / "splits" / "sft.parquet") as split:  # the first rows, not the whole split
+        rows = next(split.iter_batches(batch_size=n), None)
+    rows = rows.to_pylist() if rows is not None else []
     for row in rows:
         print("\n" + "=" * 72)
         print(row["prompt"].rstrip())

@@ -31,6 +31,7 @@ from flows.config import RunConfig
 from flows.contracts import MESSAGES, PAIR_STAGES, SCHEMA_VERSION, SPLIT_REJECTS, SYSTEM_PROMPT, split_schema
 from flows.exports import export_split_files
 from flows.prompts import PromptLibrary
+from flows.ranges import merge_usage
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.rules import Agreement
 from flows.splits import ALL_SPLITS, TRAIN_SPLITS, Candidates, SplitConfig, official_eval_instructions, stream_splits
@@ -259,6 +260,27 @@ def acceptance(store: ShardStore) -> dict:
     return out
 
 
+def paid(usage: dict) -> dict:
+    """Requests paid, answers from the request cache and tokens of one run, over its stages."""
+    total = merge_usage(list(usage.values())) if usage else {}
+    return {key: total.get(key, 0) for key in ("requests", "cache_hits", "prompt_tokens", "completion_tokens")}
+
+
+def earlier_runs(manifest_path: Path) -> list[dict]:
+    """The runs an existing manifest of the folder records (one, for a manifest written before
+    the list existed); none when there is no readable manifest."""
+    try:
+        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if isinstance(old.get("runs"), list):
+        return old["runs"]
+    if "usage" not in old:
+        return []
+    return [{"created": old.get("created"), "seconds": old.get("seconds"), "model": old.get("model"),
+             **paid(old["usage"]), "usage": old["usage"], "timing": old.get("timing", {})}]
+
+
 def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, prompts: PromptLibrary,
                   taxonomy, usage: dict, started: float, timing: dict | None = None,
                   batch_rows: int = BATCH_ROWS) -> dict:
@@ -274,18 +296,25 @@ def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, p
     write_json_atomic(store.run_dir / "reports" / "taxonomy_report.json", report)
     write_text_atomic(store.run_dir / "reports" / "taxonomy_report.md", taxonomy_report_markdown(report))
 
+    this_run = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": round(time.time() - started, 2), "model": model, **paid(usage),
+                "usage": usage, "timing": timing or {}}
+    runs = [*earlier_runs(store.run_dir / "manifest.json"), this_run]
     manifest = {
         "schema_version": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": round(time.time() - started, 2),
+        "created": this_run["created"],
+        "seconds": this_run["seconds"],
         "model": model,
         "dialect": dialect,
         "templates": {name: prompts.version(name) for name in sorted(p.stem for p in prompts.directory.glob("*.j2"))},
         "taxonomy_version": taxonomy.version_id,
         "config": json.loads(cfg.model_dump_json()),
         "funnel": funnel(store.run_dir),
-        "usage": usage,
+        "usage": usage,  # this run's, per stage (a rerun of a finished folder pays nothing)
         "timing": timing or {},  # per stage: wall_s (first row in to last row out), row_s_mean
+        # every run of this folder, oldest first: what each paid and how long it took
+        "runs": runs,
+        "usage_total": merge_usage([r["usage"] for r in runs]),
         "splits": {name: {"path": f"splits/{name}.parquet", "rows": sizes[name]} for name in ALL_SPLITS},
         "acceptance": acceptance(store),
         # stage 5: how often the rule checks and the judge agree, per dimension

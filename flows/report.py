@@ -60,6 +60,26 @@ def reasons_text(row: dict) -> str:
     return ", ".join(parts) or "-"
 
 
+def cost_text(manifest: dict) -> str:
+    """What this run paid, what the request cache gave, and what every run of the folder paid."""
+    runs = manifest.get("runs") or []
+    if not runs:
+        return ""
+    last = runs[-1]
+    text = (f"this run: {last['requests']:,} requests paid, {last['cache_hits']:,} answers from the request cache, "
+            f"{last['prompt_tokens'] + last['completion_tokens']:,} tokens, {last['seconds']:,.0f} s")
+    if len(runs) > 1:
+        total = manifest.get("usage_total") or {}
+        requests = sum(stage.get("requests", 0) for stage in total.values())
+        text += f"; all {len(runs)} runs of this folder: {requests:,} requests paid"
+    return text
+
+
+def written_exports(manifest: dict) -> list[str]:
+    """The export formats that have at least one file in this run."""
+    return [name for name, files in (manifest.get("exports") or {}).items() if files]
+
+
 def format_funnel(rows: list[dict]) -> str:
     lines = [f"{'stage':<12}{'in':>7}{'out':>7}{'rejected':>10}  reasons"]
     for r in rows:

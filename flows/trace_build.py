@@ -23,7 +23,7 @@ from flows import aio
 from flows.build import BuildResult, build_range, build_trace, finish_build, prepare_layout
 from flows.config import RunConfig, load_config
 from flows.ranges import part_name, read_range_results, shared_paths
-from flows.report import agreement_markdown, format_funnel, reasons_text
+from flows.report import agreement_markdown, cost_text, format_funnel, reasons_text, written_exports
 from flows.store import write_json_atomic
 from flows.train.trigger import training_request
 
@@ -126,7 +126,8 @@ def stage_table(manifest: dict) -> list[dict]:
 def summary_markdown(result: BuildResult, training: dict | None) -> str:
     funnel = result.manifest["funnel"]
     text = (f"# Trace build\n\nRun folder `{result.run_dir}`, model `{result.manifest['model']}`, "
-            f"{result.sft_rows} SFT rows.\n\n```\n{format_funnel(funnel)}\n```\n")
+            f"{result.sft_rows} SFT rows; exports: {', '.join(written_exports(result.manifest)) or 'none'}.\n\n"
+            f"Cost: {cost_text(result.manifest)}.\n\n```\n{format_funnel(funnel)}\n```\n")
     text += agreement_markdown(result.manifest.get("rule_agreement", {}))
     if training and training.get("flow_run_id"):
         text += (f"\n## Training\n\nStarted `{training['deployment']}` ({training['method']}): flow run "

@@ -39,6 +39,12 @@ def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
     assert again.returncode == 0, again.stderr
     assert sim_requests(sim) == paid
     assert read_rows(out / "splits" / "sft.parquet") == sft
+    # the rerun keeps the record of what the first run paid
+    runs = json.loads((out / "manifest.json").read_text())["runs"]
+    assert [r["requests"] for r in runs] == [paid, 0] and runs[0]["prompt_tokens"] > 0
+    total = json.loads((out / "manifest.json").read_text())["usage_total"]
+    assert sum(stage["requests"] for stage in total.values()) == paid
+    assert "this run: 0 requests paid" in again.stdout and f"all 2 runs of this folder: {paid:,} requests" in again.stdout
 
     # resume with lost shard files: the request cache answers, still nothing is paid
     for stage in STAGES:
