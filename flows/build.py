@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from flows.config import RunConfig
-from flows.contracts import PAIR_STAGES, STAGES
+from flows.contracts import PAIR_STAGES, PARENT, STAGES
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.outputs import write_outputs
@@ -126,7 +126,7 @@ async def run_stages(cfg: RunConfig, store: ShardStore, progress: Progress = NoP
     count = count or count_seeds(seed_items(cfg, index))
     n_shards = shard_count(count.rows, cfg.pipeline.shard_size)
     remove_stale_shards(store, n_shards, ["seeds"] + [stage.name for stage in stages])
-    progress.start(count.rows, [stage.name for stage in stages])
+    progress.start({stage.name: count.rows if PARENT[stage.name] == "seeds" else 0 for stage in stages})
     log.info("%d seeds in %d shards (%d rejected on input)", count.rows, n_shards, count.rejects)
 
     clock = StageClock()

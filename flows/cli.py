@@ -32,12 +32,17 @@ class TqdmProgress:
         self.enabled = enabled
         self._bars: dict = {}
 
-    def start(self, total: int, stages: list[str]) -> None:
+    def start(self, totals: dict[str, int]) -> None:
         from tqdm import tqdm
 
         self.close()  # ranges built one after another each start their own bars
         self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not self.enabled,
-                              unit="row", dynamic_ncols=True) for i, s in enumerate(stages)}
+                              unit="row", dynamic_ncols=True) for i, (s, total) in enumerate(totals.items())}
+
+    def expect(self, stage: str, n: int = 1) -> None:
+        bar = self._bars[stage]
+        bar.total += n
+        bar.refresh()
 
     def advance(self, stage: str, n: int = 1) -> None:
         self._bars[stage].update(n)

@@ -206,7 +206,7 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
         rows = spread_sample(rows, cfg.sample)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    progress.start(len(rows), PHASES)
+    progress.start(dict.fromkeys(PHASES, len(rows)))
     cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
     judge_cfg = cfg.judge or cfg.model  # default: the model under test judges itself (say so in reports)
     checks_cache = RequestCache(Path(cfg.checks_cache) if cfg.checks_cache else out_dir.parent / "eval-checks.sqlite")

@@ -22,13 +22,22 @@ from flows.store import ShardStore, input_hash
 
 
 class Progress(Protocol):
-    def start(self, total: int, stages: list[str]) -> None: ...  # seeds entering, stages that run
+    """Rows through each stage. A stage's total is the rows that enter it: known at the start for
+    the first stages (the seeds), grown by `expect` as earlier stages pass rows on, so every
+    total is reached when the run ends."""
 
-    def advance(self, stage: str, n: int = 1) -> None: ...
+    def start(self, totals: dict[str, int]) -> None: ...  # the stages that run, and their known totals
+
+    def expect(self, stage: str, n: int = 1) -> None: ...  # n more rows will enter the stage
+
+    def advance(self, stage: str, n: int = 1) -> None: ...  # n rows left the stage
 
 
 class NoProgress:
-    def start(self, total: int, stages: list[str]) -> None:
+    def start(self, totals: dict[str, int]) -> None:
+        pass
+
+    def expect(self, stage: str, n: int = 1) -> None:
         pass
 
     def advance(self, stage: str, n: int = 1) -> None:
@@ -113,6 +122,8 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         if parent in done:
             loaded = store.load_shard(stage.name, shard, input_hash(done[parent], ctx.fingerprint(stage)))
             if loaded is not None:
+                if parent != "seeds":  # the seeds are in the first stages' totals from the start
+                    progress.expect(stage.name, len(done[parent]))
                 progress.advance(stage.name, len(done[parent]))
                 done[stage.name] = loaded[0]
     remaining = [s for s in stages if s.name not in done]
@@ -142,11 +153,15 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         progress.advance(stage.name)
         collectors[stage.name].add(position[row["seed_id"]], row, out, reject)
         if out is not None:
+            for child in children[stage.name]:
+                progress.expect(child.name)
             await asyncio.gather(*(walk(out, child) for child in children[stage.name]))
 
     entries = [(stage, done[PARENT[stage.name]]) for stage in remaining if PARENT[stage.name] in done]
     for stage, inputs in entries:
         collectors[stage.name].expect(len(inputs))
+        if PARENT[stage.name] != "seeds":
+            progress.expect(stage.name, len(inputs))
     waits = [c.wait() for c in collectors.values()]
     await asyncio.gather(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
     return done

@@ -48,17 +48,17 @@ async def as_prefect_step(name: str, fn, **kwargs):
 
 
 class ArtifactProgress:
-    """One Prefect progress artifact per stage (key <prefix>-<stage>): the share of the run's
-    rows that have left the stage, updated at most every `every` seconds without ever blocking
-    the event loop that drives the LLM requests; 100 once the run is done."""
+    """One Prefect progress artifact per stage (key <prefix>-<stage>): the share of the rows
+    entering the stage (so far known) that have left it, updated at most every `every` seconds
+    without ever blocking the event loop that drives the LLM requests; 100 once the run is done."""
 
-    def __init__(self, every: float = 2.0, prefix: str = "trace-progress", unit: str = "seeds"):
+    def __init__(self, every: float = 2.0, prefix: str = "trace-progress", unit: str = "rows"):
         self.every, self.prefix, self.unit = every, prefix, unit
         self._ids: dict[str, asyncio.Task] = {}
         self._done: dict[str, int] = {}
         self._last: dict[str, float] = {}
         self._pending: set[asyncio.Task] = set()
-        self.total = 0
+        self._total: dict[str, int] = {}
 
     def _spawn(self, coro) -> asyncio.Task:
         job = asyncio.ensure_future(coro)
@@ -66,19 +66,22 @@ class ArtifactProgress:
         job.add_done_callback(self._pending.discard)
         return job
 
-    def start(self, total: int, stages: list[str]) -> None:
-        self.total = max(total, 1)
-        for stage in stages:
-            self._done[stage], self._last[stage] = 0, 0.0
+    def start(self, totals: dict[str, int]) -> None:
+        for stage, total in totals.items():
+            self._done[stage], self._last[stage], self._total[stage] = 0, 0.0, total
             self._ids[stage] = self._spawn(acreate_progress_artifact(
-                0.0, key=f"{self.prefix}-{stage}", description=f"{stage}: share of {total} {self.unit} through"))
+                0.0, key=f"{self.prefix}-{stage}", description=f"{stage}: share of the {self.unit} entering it "
+                                                               "that have left it"))
+
+    def expect(self, stage: str, n: int = 1) -> None:
+        self._total[stage] += n
 
     def advance(self, stage: str, n: int = 1) -> None:
         self._done[stage] += n
         now = time.monotonic()
         if now - self._last[stage] >= self.every:
             self._last[stage] = now
-            self._spawn(self._update(stage, 100.0 * self._done[stage] / self.total))
+            self._spawn(self._update(stage, 100.0 * self._done[stage] / max(self._total[stage], 1)))
 
     async def _update(self, stage: str, percent: float) -> None:
         await aupdate_progress_artifact(artifact_id=await self._ids[stage], progress=min(percent, 100.0))

@@ -106,3 +106,35 @@ def test_ranges_built_apart_give_the_one_process_result(tmp_path):
         again, _ = build(tmp_path / "ranged", server.base_url)
     assert not any(p.is_dir() for p in (tmp_path / "ranged" / "stages" / "respond").iterdir())
     assert read_rows(tmp_path / "ranged" / "splits" / "sft.parquet") == read_rows(tmp_path / "one" / "splits" / "sft.parquet")
+
+
+class CountingProgress:
+    """A Progress that records each stage's total (as start and expect grow it) and rows done."""
+
+    def __init__(self):
+        self.total, self.done = {}, {}
+
+    def start(self, totals):
+        self.total, self.done = dict(totals), dict.fromkeys(totals, 0)
+
+    def expect(self, stage, n=1):
+        self.total[stage] += n
+
+    def advance(self, stage, n=1):
+        self.done[stage] += n
+        assert self.done[stage] <= self.total[stage], f"{stage}: {self.done[stage]} rows done of {self.total[stage]}"
+
+
+def test_progress_totals_are_the_rows_entering_each_stage_and_are_reached(tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(None, {"seeds": str(DEMO_SEEDS), "out": str(out), "pipeline.shard_size": 4})
+    with start_sim() as server:
+        cfg.llm.base_urls = [server.base_url]
+        for attempt in ("first run", "rerun from finished shards"):
+            progress = CountingProgress()
+            result = asyncio.run(build_trace(cfg, progress))
+            funnel = {row["stage"]: row for row in result.manifest["funnel"]}
+            assert progress.done == progress.total, attempt  # every bar reaches 100%
+            for stage, total in progress.total.items():
+                assert total == funnel[stage]["in"], (attempt, stage)
+    assert funnel["qc"]["in"] < funnel["taxonomy"]["in"]  # rows were dropped on the way: totals differ

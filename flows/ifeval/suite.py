@@ -156,7 +156,7 @@ async def evaluate_ifeval(cfg: EvalConfig, progress: Progress = NoProgress()) ->
         model_name = f"responses from {cfg.responses}"
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
-        progress.start(len(prompts), PHASES)
+        progress.start(dict.fromkeys(PHASES, len(prompts)))
         answers = await _ask_model(cfg, prompts, out_dir, progress)
         model_name = next((a["model"] for a in answers if a["model"]), cfg.model.model or "-")
     by_mode, lines = score(prompts, answers)
