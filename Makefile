@@ -15,16 +15,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+# Installs are stamped: the package is editable, so only a change to pyproject.toml (or the
+# Makefile) asks pip again; `make demo` and `make test` after that start at once.
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	touch $@
 
 # The trainer's tests run on the CPU: torch is pinned first so that pip keeps that build (here it
 # is a CPU wheel on local disk; override TORCH for another, e.g. TORCH='torch==2.13.0+cpu').
 TORCH  ?= torch==2.13.0
 
-install-test: $(BIN)/python
+install-test: $(VENV)/.installed-test
+$(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[test,train]'
+	touch $@ $(VENV)/.installed
 
 install-embedded: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON=$(BIN)/python scripts/install-embedded.sh $(MODEL)
