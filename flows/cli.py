@@ -1,4 +1,4 @@
-"""The `trace-build` command line: serve-llm, run, status, up, down, train, eval.
+"""The `trace-build` command line: serve-llm, run, status, report, up, down, train, eval.
 
 A user mistake (bad seed file, bad config, no server) ends with one line on stderr and exit
 status 2, never a traceback.
@@ -76,6 +76,7 @@ def cmd_run(args) -> int:
     sizes = ", ".join(f"{name} {info['rows']}" for name, info in result.manifest["splits"].items())
     print(f"splits:     {result.run_dir / 'splits'} ({sizes})")
     print(f"exports:    {result.run_dir / 'exports'} ({', '.join(written_exports(result.manifest)) or 'none'})")
+    print(f"report:     {result.run_dir / 'reports' / 'report.html'}")
     print(f"cost:       {cost_text(result.manifest)}\n")
     print(format_funnel(result.manifest["funnel"]))
     if args.show:
@@ -95,6 +96,16 @@ def show_sft(run_dir: Path, n: int) -> None:
         print("-" * 72)
         print(row["response"][:1500].rstrip())
         print("scores:", ", ".join(f"{s['constraint_id']}={s['score']}" for s in row["scores"]))
+
+
+def cmd_report(args) -> int:
+    from flows.report_html import write_report_html
+
+    run_dir = Path(args.run)
+    if not (run_dir / "stages").is_dir():
+        raise InputError(f"{run_dir}: not a trace-build run folder (no stages/)")
+    print(write_report_html(run_dir))
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -352,6 +363,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="YAML evaluation config (keys of flows.config.EvalConfig)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="write a run folder's reports/report.html (charts; opens from disk)")
+    rp.add_argument("run", nargs="?", default="runs/latest")
+    rp.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the funnel of a run folder")
     st.add_argument("run", nargs="?", default="runs/latest")

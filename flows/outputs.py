@@ -33,6 +33,7 @@ from flows.exports import export_split_files
 from flows.prompts import PromptLibrary
 from flows.ranges import merge_usage
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
+from flows.report_html import write_report_html
 from flows.rules import Agreement
 from flows.splits import ALL_SPLITS, TRAIN_SPLITS, Candidates, SplitConfig, official_eval_instructions, stream_splits
 from flows.store import BATCH_ROWS, ParquetStreamWriter, ShardStore, read_batches, read_rows, write_json_atomic, write_text_atomic
@@ -326,5 +327,7 @@ def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, p
                                              {name: store.split_path(name) for name in ALL_SPLITS}, card, batch_rows)
     manifest["files"] = store.files()
     manifest["stage_files"] = store.stage_files_summary()
+    manifest["report"] = "reports/report.html"
     write_json_atomic(store.run_dir / "manifest.json", manifest)
+    write_report_html(store.run_dir)  # from the manifest just written and the split and stage files
     return manifest

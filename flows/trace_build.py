@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -128,9 +129,12 @@ def stage_table(manifest: dict) -> list[dict]:
 
 def summary_markdown(result: BuildResult, training: dict | None) -> str:
     funnel = result.manifest["funnel"]
+    report = Path(result.run_dir).resolve() / "reports" / "report.html"
     text = (f"# Trace build\n\nRun folder `{result.run_dir}`, model `{result.manifest['model']}`, "
             f"{result.sft_rows} SFT rows; exports: {', '.join(written_exports(result.manifest)) or 'none'}.\n\n"
-            f"Cost: {cost_text(result.manifest)}.\n\n```\n{format_funnel(funnel)}\n```\n")
+            f"Cost: {cost_text(result.manifest)}.\n\n"
+            f"Report with charts: [{report}]({report.as_uri()}) (open it on a machine that sees the run folder).\n\n"
+            f"```\n{format_funnel(funnel)}\n```\n")
     text += agreement_markdown(result.manifest.get("rule_agreement", {}))
     if training and training.get("flow_run_id"):
         text += (f"\n## Training\n\nStarted `{training['deployment']}` ({training['method']}): flow run "

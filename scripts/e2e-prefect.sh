@@ -129,6 +129,20 @@ grep -q "Completed" "$WORK/page.html" || { echo "the UI page of $URL does not sh
 [ -s "$OUT/flow-run.png" ]
 say "UI shows the run Completed; screenshot $OUT/flow-run.png"
 
+# The run report page the build wrote, opened from disk (file://) in the same browser: every
+# section heading and inline SVG charts in the DOM, and a screenshot of it.
+[ -s "$OUT/run/reports/report.html" ] || { echo "the build wrote no $OUT/run/reports/report.html" >&2; exit 1; }
+REPORT_URL="file://$OUT/run/reports/report.html"
+"${CHROME[@]}" --dump-dom "$REPORT_URL" >"$WORK/report.html" 2>>"$WORK/chrome.log"
+for heading in Run Funnel "Constraints per instruction" "Dimension mix" "Judge scores per dimension" \
+               "Rule checks vs judge" "Preference data acceptance" Examples; do
+  grep -q "<h2>$heading</h2>" "$WORK/report.html" || { echo "$REPORT_URL has no section '$heading'" >&2; exit 1; }
+done
+grep -q "<svg" "$WORK/report.html" || { echo "$REPORT_URL has no chart" >&2; exit 1; }
+"${CHROME[@]}" --window-size=1100,3000 --screenshot="$OUT/report.png" "$REPORT_URL" 2>>"$WORK/chrome.log"
+[ -s "$OUT/report.png" ]
+say "report page $REPORT_URL: every section, $(grep -o '<svg' "$WORK/report.html" | wc -l) charts; screenshot $OUT/report.png"
+
 # The evaluation deployment: a few official rows, the simulated LLM as model and judge.
 "$BIN/prefect" deployment run trace-eval/manual --param limit=3 --param "out=$OUT/eval" \
   --watch --watch-interval 1 --watch-timeout 300 >"$WORK/eval.log" 2>&1

@@ -25,6 +25,8 @@ def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
     assert manifest["stage_files"]["respond"]["shard_files"] == len(list((out / "stages" / "respond").glob("shard-*")))
     assert manifest["stage_files"]["qc"]["rejects_files"] >= 1
     assert (out / "reports" / "taxonomy_report.md").exists()
+    assert manifest["report"] == "reports/report.html" and "<svg" in (out / "reports" / "report.html").read_text()
+    assert f"report:     {out / 'reports' / 'report.html'}" in done.stdout
     sft = read_rows(out / "splits" / "sft.parquet")
     assert all(s["score"] == 10 for r in sft for s in r["scores"])
     first = sft[0]
