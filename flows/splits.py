@@ -552,6 +552,10 @@ class _TextFile:
         self._n_bytes.append(len(text))
         self._end += len(data) + len(text)
 
+    def size(self, c: int) -> int:
+        """How many shingle ids class c has (in memory: no read)."""
+        return self._n_ids[c]
+
     def ids(self, c: int) -> array:
         out = array("I")
         out.frombytes(os.pread(self._file.fileno(), 4 * self._n_ids[c], self._offsets[c]))
@@ -641,10 +645,21 @@ class _TextTable:
         return out
 
     def similarity(self, c: int, others: list[int]) -> list[float]:
-        """The Jaccard of class c with each of `others`, as _Index.find computes it."""
-        ids_c = set(self.file.ids(c))
-        return [_similarity(ids_c, self.file.ids(o), self.threshold, lambda o=o: (self.file.norm(c), self.file.norm(o)))
-                for o in others]
+        """The Jaccard of class c with each of `others`, as _Index.find computes it, or 0.0 where
+        the sizes alone rule a match out: the Jaccard of two sets is at most the smaller size over
+        the larger, and below threshold - BORDER the id Jaccard decides (no string recheck), so
+        such a pair is below the threshold whatever its ids; they are not read."""
+        n_c, ids_c = self.file.size(c), None
+        out = []
+        for o in others:
+            n_o = self.file.size(o)
+            if min(n_c, n_o) < (self.threshold - BORDER) * max(n_c, n_o):
+                out.append(0.0)
+                continue
+            ids_c = ids_c if ids_c is not None else set(self.file.ids(c))
+            out.append(_similarity(ids_c, self.file.ids(o), self.threshold,
+                                   lambda o=o: (self.file.norm(c), self.file.norm(o))))
+        return out
 
 
 class _ClassIndex:
