@@ -1,6 +1,8 @@
 """Reports derived from a run folder's files: the funnel per stage and the taxonomy report."""
 from __future__ import annotations
 
+import heapq
+
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -88,29 +90,73 @@ def format_funnel(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def taxonomy_report(tagged: Iterable[dict], taxonomy) -> dict:
-    """How the seed pool maps onto the taxonomy, and the constraint types it lacks. `tagged` (the
-    taxonomy stage's rows) is read once, so it may be a stream (ShardStore.iter_rows)."""
+MAX_NEW_TYPES = 1000  # candidate new types tracked at once: memory does not grow with the seeds
+
+
+class _FrequentNames:
+    """The most frequent names of a stream in bounded memory (Space-Saving, Metwally et al. 2005):
+    at most `capacity` entries; a new name replaces the least counted one (the earliest of equal
+    counts) and inherits its count as its possible error. A name seen more than N/capacity times
+    in N is always kept, and its count is exact up to its error."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: dict[str, dict] = {}
+        self._order = 0
+        self._heap: list[tuple[int, int, str]] = []  # (count, order, name); stale ones are skipped
+
+    def _least(self) -> str:
+        while True:
+            count, at, name = heapq.heappop(self._heap)
+            entry = self.entries.get(name)
+            if entry is not None and (entry["count"], entry["_at"]) == (count, at):
+                return name
+
+    def add(self, name: str) -> dict:
+        entry = self.entries.get(name)
+        if entry is None:
+            if len(self.entries) < self.capacity:
+                entry = {"count": 0, "error": 0}
+            else:
+                old = self.entries.pop(self._least())
+                entry = {"count": old["count"], "error": old["count"]}
+            entry |= {"descriptions": [], "example_seeds": []}
+            self.entries[name] = entry
+        entry["count"] += 1
+        self._order += 1
+        entry["_at"] = self._order
+        heapq.heappush(self._heap, (entry["count"], self._order, name))
+        if len(self._heap) > 4 * self.capacity:  # drop the stale entries: the heap stays bounded
+            self._heap = [(e["count"], e["_at"], n) for n, e in self.entries.items()]
+            heapq.heapify(self._heap)
+        return entry
+
+
+def taxonomy_report(tagged: Iterable[dict], taxonomy, max_new_types: int = MAX_NEW_TYPES) -> dict:
+    """How the seed pool maps onto the taxonomy, and the constraint types it lacks (the
+    `max_new_types` most frequent). `tagged` (the taxonomy stage's rows) is read once, so it may
+    be a stream (ShardStore.iter_rows)."""
     seeds = 0
     per_dimension: Counter = Counter()
-    candidates: dict[str, dict] = defaultdict(lambda: {"count": 0, "descriptions": [], "example_seeds": []})
+    candidates = _FrequentNames(max_new_types)
     for row in tagged:
         seeds += 1
         per_dimension.update(row["fit_dimensions"])
         for t in row["new_constraint_types"]:
-            key = " ".join(t["name"].lower().split())
-            entry = candidates[key]
-            entry["count"] += 1
+            entry = candidates.add(" ".join(t["name"].lower().split()))
             if len(entry["descriptions"]) < 3 and t["description"] not in entry["descriptions"]:
                 entry["descriptions"].append(t["description"])
             if len(entry["example_seeds"]) < 3:
                 entry["example_seeds"].append(row["text"][:200])
+    ranked = sorted(candidates.entries.items(), key=lambda kv: (-kv[1]["count"], kv[0]))
     return {
         "seeds": seeds,
         "taxonomy_version": taxonomy.version_id,
         "dimensions": [{"id": d.id, "name": d.name, "zh": d.zh, "seeds": per_dimension.get(d.id, 0)}
                        for d in taxonomy.dimensions],
-        "candidate_new_types": [{"name": k, **v} for k, v in sorted(candidates.items(), key=lambda kv: -kv[1]["count"])],
+        # count: seeds proposing the name; error: how much of it may belong to names it replaced
+        "candidate_new_types": [{"name": k, **{f: v[f] for f in ("count", "error", "descriptions", "example_seeds")}}
+                                for k, v in ranked],
     }
 
 

@@ -216,3 +216,24 @@ def test_demo_seeds():
     assert all(isinstance(r["text"], str) and r["text"].strip() for r in rows)
     assert {r["lang"] for r in rows} == {"zh", "en"}
     assert sorted(r["lang"] for r in rows[:6]) == ["en"] * 3 + ["zh"] * 3
+
+
+def test_the_taxonomy_report_keeps_the_frequent_new_types_in_bounded_memory():
+    from flows.report import taxonomy_report
+
+    def rows():
+        for i in range(3000):  # one frequent proposal among thousands of one-off names
+            types = [{"name": f"one-off {i}", "description": "d"}]
+            if i % 10 == 0:
+                types.append({"name": "Emoji  Usage", "description": f"use emoji {i % 3}"})
+            yield {"fit_dimensions": ["inclusion"], "new_constraint_types": types, "text": f"seed {i}"}
+
+    report = taxonomy_report(rows(), load_taxonomy(), max_new_types=50)
+    types = report["candidate_new_types"]
+    assert len(types) == 50 and report["seeds"] == 3000
+    top = types[0]
+    assert top["name"] == "emoji usage" and top["count"] - top["error"] <= 300 <= top["count"]
+    assert len(top["descriptions"]) == 3 and top["example_seeds"] == ["seed 0", "seed 10", "seed 20"]
+    assert taxonomy_report(rows(), load_taxonomy(), max_new_types=50) == report  # deterministic
+    exact = taxonomy_report(rows(), load_taxonomy(), max_new_types=10_000)["candidate_new_types"]
+    assert (exact[0]["name"], exact[0]["count"], exact[0]["error"]) == ("emoji usage", 300, 0)
