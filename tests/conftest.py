@@ -76,7 +76,9 @@ def sim_run_dir(tmp_path_factory):
     topics = ["rivers", "tea", "chess", "bridges", "bees", "jazz", "glaciers", "compilers", "maps", "salt"]
     seeds.write_text("".join(json.dumps({"text": f"Write a short note about {topics[i % 10]} for reader number {i}."})
                              + "\n" for i in range(90)))
-    with start_sim() as server:
+    # random text rarely passes IOPO's checks (1-4 rows of 90 seeds): this simulator seed draws 4,
+    # so every split has rows; any change to a template or schema redraws (pick another seed then)
+    with start_sim(seed=4) as server:
         done = run_cli("run", "--seeds", seeds, "--base-url", server.base_url, "--out", out, "--quiet",
                        "--config", config)
     assert done.returncode == 0, done.stderr

@@ -9,7 +9,7 @@ they can be detected but not asked for, so the JSON schema an LLM fills in stays
 from __future__ import annotations
 
 from flows.checks.verdict import Verdict
-from flows.language import detect_language
+from flows.language import VARIETY_OF, detect_language
 
 LANGUAGE_NAMES: dict[str, str] = {
     "zh": "Chinese", "en": "English", "ja": "Japanese", "ko": "Korean", "ru": "Russian", "ar": "Arabic",
@@ -33,9 +33,6 @@ LANGUAGE_NAMES: dict[str, str] = {
 }
 LANGUAGES = tuple(LANGUAGE_NAMES)
 
-# Varieties the identifier tells apart from a listed language that a user asking for that
-# language accepts: short Mandarin ("你好") is often taken for Cantonese, for instance.
-VARIETY_OF = {"yue": "zh", "wuu": "zh", "ary": "ar", "arz": "ar", "nn": "no", "uzs": "uz", "sdh": "ku"}
 
 
 def language_name(code: str) -> str:

@@ -99,14 +99,21 @@ def _message_text(message: dict) -> str:
     return ""
 
 
+_DELIMITED = re.compile(r"<<<\n?(.*?)\n?>>>", re.S)  # the material a template puts between <<< and >>>
+
+
 class TextMaker:
-    """Short text built from the words of the last user message (CJK in, CJK out)."""
+    """Short text built from the words of the last user message (CJK in, CJK out). Where the
+    message delimits its material (a seed, an instruction) with <<< >>>, the language is the
+    material's, as a model that answers in the language of what it rewrites."""
 
     def __init__(self, source: str, rng: random.Random):
         self.rng = rng
+        delimited = "\n".join(_DELIMITED.findall(source))
+        basis = delimited if delimited.strip() else source
+        cjk_basis = _CJK.findall(basis)
+        self.chinese = bool(cjk_basis) and 3 * len(cjk_basis) >= sum(len(w) for w in _LATIN_WORD.findall(basis))
         cjk = _CJK.findall(source)
-        latin_letters = sum(len(w) for w in _LATIN_WORD.findall(source))
-        self.chinese = bool(cjk) and 3 * len(cjk) >= latin_letters
         if self.chinese:
             self.chars = cjk
         else:

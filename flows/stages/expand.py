@@ -5,10 +5,20 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from flows.stages.base import RowTrace, Stage, StageContext
+import re
+
+from flows.language import language_drift
+from flows.stages.base import Reject, RowTrace, Stage, StageContext
 from flows.taxonomy import train_count_distribution
 
 paper_count_distribution = lru_cache(maxsize=1)(train_count_distribution)
+# The template's delimiters around the seed; a small model sometimes copies them into its answer.
+_DELIMITERS = re.compile(r"^[ \t]*(?:<<<|>>>)[ \t]*\n?|<<<|>>>", re.M)
+
+
+def strip_delimiters(text: str) -> str:
+    """The instruction without the <<< >>> markers the expand template puts around the seed."""
+    return _DELIMITERS.sub("", text).strip()
 
 INSTRUCTION_SCHEMA = {
     "type": "object",
@@ -52,4 +62,10 @@ class ExpandStage(Stage):
             dimensions=ctx.taxonomy.dimensions,
             targets=[ctx.taxonomy.dimension(d) for d in targets], seed=row["text"],
         )
-        return {"target_dimensions": targets, "instruction": result.data["instruction"].strip()}
+        instruction = strip_delimiters(result.data["instruction"])
+        if not instruction:
+            raise Reject("expansion_empty", "nothing left once the template's delimiters are removed")
+        drift = language_drift(row["text"], instruction)
+        if drift:  # the template asks for the seed's language; a seed's language is part of its data
+            raise Reject("language_drift", drift)
+        return {"target_dimensions": targets, "instruction": instruction}

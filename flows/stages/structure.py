@@ -49,9 +49,11 @@ class StructureStage(Stage):
     templates = ("structure", "extract_checks")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
-        schema = structure_schema(list(ctx.taxonomy.ids), ctx.config.max_constraints)
+        # the expansion wrote one constraint per drawn dimension, in order: the labels come from them
+        drawn = [ctx.taxonomy.dimension(d) for d in row["target_dimensions"]]
+        schema = structure_schema(list(dict.fromkeys(d.id for d in drawn)), ctx.config.max_constraints)
         result = await self.ask(ctx, trace, row, "structure", "structure", schema,
-                                instruction=row["instruction"], dimensions=ctx.taxonomy.dimensions)
+                                instruction=row["instruction"], dimensions=ctx.taxonomy.dimensions, drawn=drawn)
         data = result.data
         if not data["extractable"]:
             raise Reject("structuring_refused", data["reason"][:500])
