@@ -1,7 +1,7 @@
 """Preference data: the IOPO four-pairing rule, the constraint edits, and DPO/IOPO rows from a run."""
 import pytest
 
-from conftest import DEMO_SEEDS, assert_accounted, read_rows, run_cli
+from conftest import DEMO_SEEDS, assert_accounted, read_rows, run_cli, start_sim
 from flows.stages.base import Reject
 from flows.stages.pairs import apply_edit, edit_schema, four_pairing_verdict
 from flows.taxonomy import load_taxonomy
@@ -51,9 +51,12 @@ def test_edits_build_x2_and_record_what_changed():
     assert edit_schema("revise", list(tax.ids), 3)["properties"]["revisions"]["items"]["properties"]["number"]["maximum"] == 3
 
 
-def test_run_builds_dpo_pairs_and_iopo_quadruples(sim, tmp_path):
+def test_run_builds_dpo_pairs_and_iopo_quadruples(tmp_path):
     out = tmp_path / "run"
-    done = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
+    # random text passes IOPO's four checks for 0-2 of 30 seeds: this simulator seed draws 2 (any
+    # change to a template or schema redraws; pick another seed then)
+    with start_sim(seed=6) as sim:
+        done = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     dpo = [r for p in (out / "stages" / "dpo").glob("shard-*.parquet") for r in read_rows(p)]
     iopo = [r for p in (out / "stages" / "iopo").glob("shard-*.parquet") for r in read_rows(p)]
