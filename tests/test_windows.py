@@ -96,9 +96,12 @@ def test_ranges_built_apart_give_the_one_process_result(tmp_path):
             read_rows(tmp_path / "ranged" / "splits" / f"{split}.parquet"), split
     assert one.manifest["funnel"] == ranged.manifest["funnel"]
     assert one.manifest["usage"]["respond"]["requests"] == ranged.manifest["usage"]["respond"]["requests"]
-    for export in ("llamafactory/trace_sft.json", "trl/dpo.jsonl", "trl/iopo.jsonl", "trace/eval.jsonl"):
-        assert (tmp_path / "one" / "exports" / export).read_bytes() == \
-            (tmp_path / "ranged" / "exports" / export).read_bytes(), export
+    exports = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "exports").rglob("*") if p.is_file())
+    assert exports == sorted(p.relative_to(tmp_path / "ranged")
+                             for p in (tmp_path / "ranged" / "exports").rglob("*") if p.is_file())
+    assert any(p.name == "trace_sft.json" for p in exports)
+    for export in exports:  # every export file, byte for byte (the README's metadata included)
+        assert (tmp_path / "one" / export).read_bytes() == (tmp_path / "ranged" / export).read_bytes(), export
     assert_accounted(tmp_path / "ranged", 30)
 
     # the same folder built again in one process: the ranges' shards go, nothing counts twice
