@@ -265,7 +265,9 @@ def test_server_command():
 def test_default_threads(monkeypatch):
     monkeypatch.delenv("TRACE_BUILD_LLM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert embedded.default_threads() == 1
+    assert embedded.default_threads() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert embedded.default_threads() == 5
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert embedded.default_threads() == 8
     monkeypatch.setenv("TRACE_BUILD_LLM_THREADS", "3")
