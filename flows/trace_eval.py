@@ -62,8 +62,7 @@ async def trace_eval(
 
 async def _ifeval(cfg, progress: ArtifactProgress) -> dict:
     result = await evaluate_ifeval(cfg, progress)
-    if not cfg.responses:
-        await progress.finish()
+    await progress.finish()
     metrics = result.metrics
     markdown = ifeval_scoring.metrics_markdown(metrics)
     print(markdown)
