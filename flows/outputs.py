@@ -28,20 +28,43 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.config import RunConfig
-from flows.contracts import MESSAGES, PAIR_STAGES, SCHEMA_VERSION, SPLIT_REJECTS, SYSTEM_PROMPT, split_schema
+from flows.contracts import (
+    MESSAGES,
+    PAIR_STAGES,
+    SCHEMA_VERSION,
+    SPLIT_REJECTS,
+    SYSTEM_PROMPT,
+    split_schema,
+)
 from flows.exports import export_split_files
+from flows.heap import release_freed_memory
 from flows.prompts import PromptLibrary
 from flows.ranges import merge_usage
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.report_html import write_report_html
 from flows.rules import Agreement
-from flows.splits import ALL_SPLITS, TRAIN_SPLITS, Candidates, SplitConfig, official_eval_instructions, stream_splits
-from flows.store import BATCH_ROWS, ParquetStreamWriter, ShardStore, read_batches, read_rows, write_json_atomic, write_text_atomic
+from flows.splits import (
+    ALL_SPLITS,
+    TRAIN_SPLITS,
+    Candidates,
+    SplitConfig,
+    official_eval_instructions,
+    stream_splits,
+)
+from flows.store import (
+    BATCH_ROWS,
+    ParquetStreamWriter,
+    ShardStore,
+    read_batches,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 CANDIDATE_STAGE = {"sft": "respond", "dpo": "dpo", "iopo": "iopo"}  # where each split's candidates are
 CANDIDATE_COLUMNS = {"sft": ["row_id", "seed_id", "full_score", "constraints", "scores"],
                   "dpo": ["row_id", "seed_id"], "iopo": ["row_id", "seed_id"]}
 _POS = "__position"  # a spilled row's position in its split file
+_COMPACT_EVERY = 64  # tables _coalesce holds before it copies them into one
 
 
 def below_full_score(row: dict) -> dict:
@@ -93,20 +116,32 @@ class RunCandidates:
         `rejects` instead of the candidates, in row id order: the same whatever the layout of
         the run folder (one process, or ranges), like the rest of the splits."""
         cands = Candidates()
-        below: list[dict] = []  # small records: ids and the failed scores
+        below: list[pa.Table] = []  # rejects rows, held as Arrow columns: a few bytes a row
+        pending: list[dict] = []
         for split in TRAIN_SPLITS:
             self.starts[split] = [0]
             for path in self.files[split]:
-                for row in read_rows(path, CANDIDATE_COLUMNS[split], self.batch_rows):
+                for batch in read_batches(path, CANDIDATE_COLUMNS[split], self.batch_rows):
                     if split == "sft":
-                        graded.add(row["scores"], row["constraints"])
-                        if not row["full_score"]:
-                            below.append(below_full_score(row))
-                            continue
-                    cands.add(split, row["row_id"], row["seed_id"], len(row.get("constraints") or ()))
+                        rows = batch.to_pylist()
+                        for row in rows:
+                            graded.add(row["scores"], row["constraints"])
+                        full = pc.fill_null(batch["full_score"], False)
+                        pending += [below_full_score(row) for row in rows if not row["full_score"]]
+                        if len(pending) >= self.batch_rows:
+                            below.append(pa.Table.from_pylist(pending, SPLIT_REJECTS))
+                            pending = []
+                        batch = batch.filter(full)
+                        counts = pc.fill_null(pc.list_value_length(batch["constraints"]), 0)
+                        cands.add_batch(split, batch["row_id"], batch["seed_id"], counts.to_numpy())
+                    else:
+                        cands.add_batch(split, batch["row_id"], batch["seed_id"])
                 self.starts[split].append(cands.size(split))
-        for row in sorted(below, key=lambda r: r["row_id"]):
-            rejects.add_row(row)
+        below_rows = pa.concat_tables([*below, pa.Table.from_pylist(pending, SPLIT_REJECTS)]).combine_chunks()
+        below_rows = below_rows.take(pc.sort_indices(below_rows, [("row_id", "ascending")]))
+        for batch in below_rows.to_batches(self.batch_rows):
+            for row in batch.to_pylist():  # a row at a time: the writer's row groups stay as they were
+                rejects.add_row(row)
         return cands
 
     def batches(self, split: str, columns: list[str] | None = None,
@@ -194,6 +229,8 @@ def _coalesce(batches: Iterator[tuple[int, pa.Table]], rows: int) -> Iterator[tu
         assert pos == start + n, "batches must be consecutive"
         pending.append(table)
         n += table.num_rows
+        if len(pending) >= _COMPACT_EVERY:  # tables of tiny files each hold buffers far larger than their rows
+            pending = [pa.concat_tables(pending).combine_chunks()]
         if n >= rows:
             yield start, pa.concat_tables(pending)
             pending, n = [], 0
@@ -285,17 +322,21 @@ def earlier_runs(manifest_path: Path) -> list[dict]:
 def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, prompts: PromptLibrary,
                   taxonomy, usage: dict, started: float, timing: dict | None = None,
                   batch_rows: int = BATCH_ROWS) -> dict:
-    """Splits, reports, exports and the manifest, from the stage shards in the run folder."""
+    """Splits, reports, exports and the manifest, from the stage shards in the run folder.
+    Freed memory goes back to the system after the stages and after each phase (flows/heap.py)."""
+    release_freed_memory()
     references = official_eval_instructions() if cfg.splits.decontaminate_official_eval else []
     graded = Agreement()
     sizes = write_splits(store, SplitConfig(
         eval_size=cfg.splits.eval_size, eval_fraction=cfg.splits.eval_fraction, weights=cfg.splits.weights,
         near_duplicate_threshold=cfg.splits.near_duplicate_threshold, seed=cfg.pipeline.seed),
         references, model, graded, batch_rows)
+    release_freed_memory()
     report = taxonomy_report(store.iter_rows("taxonomy", columns=["fit_dimensions", "new_constraint_types", "text"]),
                              taxonomy)
     write_json_atomic(store.run_dir / "reports" / "taxonomy_report.json", report)
     write_text_atomic(store.run_dir / "reports" / "taxonomy_report.md", taxonomy_report_markdown(report))
+    release_freed_memory()
 
     this_run = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "seconds": round(time.time() - started, 2), "model": model, **paid(usage),
@@ -325,6 +366,7 @@ def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, p
             "taxonomy_version": manifest["taxonomy_version"], "acceptance": manifest["acceptance"]}
     manifest["exports"] = export_split_files(store.run_dir / "exports",
                                              {name: store.split_path(name) for name in ALL_SPLITS}, card, batch_rows)
+    release_freed_memory()
     manifest["files"] = store.files()
     manifest["stage_files"] = store.stage_files_summary()
     manifest["report"] = "reports/report.html"

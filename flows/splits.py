@@ -277,43 +277,87 @@ class _Index:
 Key = tuple[str, int]  # a candidate: (split, position in that split's input)
 
 
+_COMPACT_EVERY = 64  # batches of tiny shard files Candidates holds before it copies them into one
+
+
 class Candidates:
     """What the split rules keep of each candidate row, per split in input order: its row id, its
     seed (a number into `seeds`, so a seed id is held once) and, for sft rows, the constraint
-    count (it shapes eval). About a hundred bytes a row; the row itself stays where it is."""
+    count (it shapes eval). Held in Arrow and numpy arrays, a few dozen bytes a row, and never as
+    a Python string per row: millions of small strings kept while the rows they were read from
+    come and go would pin the interpreter's memory arenas. The row itself stays where it is."""
 
     def __init__(self):
-        self.row_ids: dict[str, list[str]] = {name: [] for name in TRAIN_SPLITS}
-        self.seed_nos: dict[str, array] = {name: array("i") for name in TRAIN_SPLITS}
-        self.n_constraints = array("i")  # per sft row
-        self.seeds: list[str] = []
-        self._seed_no: dict[str, int] = {}
+        self._batches: dict[str, list[tuple[pa.Array, pa.Array]]] = {name: [] for name in TRAIN_SPLITS}
+        self._pending: dict[str, list[tuple[pa.Array, pa.Array]]] = {name: [] for name in TRAIN_SPLITS}
+        self._counts: list[np.ndarray] = []  # constraint counts of the sft batches
+        self._sizes = dict.fromkeys(TRAIN_SPLITS, 0)
+        self._arrays: tuple | None = None  # (row_ids, seeds, seed_nos, n_constraints), built when first read
 
     @classmethod
     def from_rows(cls, candidates: dict[str, list[dict]]) -> Candidates:
         out = cls()
         for name in TRAIN_SPLITS:
-            for row in candidates.get(name) or ():
-                out.add(name, row["row_id"], row["seed_id"], len(row.get("constraints") or ()))
+            rows = candidates.get(name) or ()
+            out.add_batch(name, pa.array([r["row_id"] for r in rows], pa.string()),
+                          pa.array([r["seed_id"] for r in rows], pa.string()),
+                          np.array([len(r.get("constraints") or ()) for r in rows], np.int32))
         return out
 
-    def add(self, split: str, row_id: str, seed_id: str, n_constraints: int = 0) -> None:
-        no = self._seed_no.setdefault(seed_id, len(self.seeds))
-        if no == len(self.seeds):
-            self.seeds.append(seed_id)
-        self.row_ids[split].append(row_id)
-        self.seed_nos[split].append(no)
+    def add_batch(self, split: str, row_ids: pa.Array, seed_ids: pa.Array,
+                  n_constraints: np.ndarray | None = None) -> None:
+        """The next candidates of `split`, in input order (constraint counts for sft rows)."""
+        batches, pending = self._batches[split], self._pending[split]
+        pending.append((row_ids, seed_ids))
+        if len(pending) == _COMPACT_EVERY:  # copied out of the read buffers they point into
+            batches.append((pa.concat_arrays([r for r, _ in pending]), pa.concat_arrays([s for _, s in pending])))
+            pending.clear()
         if split == "sft":
-            self.n_constraints.append(n_constraints)
+            self._counts.append(np.asarray(n_constraints, np.int32))
+        self._sizes[split] += len(row_ids)
+        self._arrays = None
+
+    def _built(self) -> tuple:
+        if self._arrays is None:
+            for name in TRAIN_SPLITS:
+                self._batches[name] += self._pending[name]
+                self._pending[name].clear()
+            row_ids = {name: pa.chunked_array([r for r, _ in self._batches[name]], pa.string()).combine_chunks()
+                       for name in TRAIN_SPLITS}
+            seed_ids = pa.chunked_array([s for name in TRAIN_SPLITS for _, s in self._batches[name]], pa.string())
+            seeds = pc.unique(seed_ids)
+            numbers = pc.index_in(seed_ids, value_set=seeds).to_numpy(zero_copy_only=False).astype(np.int64)
+            bounds = np.cumsum([0] + [self._sizes[name] for name in TRAIN_SPLITS])
+            seed_nos = {name: numbers[bounds[i]:bounds[i + 1]] for i, name in enumerate(TRAIN_SPLITS)}
+            counts = np.concatenate(self._counts) if self._counts else np.zeros(0, np.int32)
+            self._arrays = (row_ids, seeds, seed_nos, counts)
+        return self._arrays
+
+    @property
+    def row_ids(self) -> dict[str, pa.Array]:
+        return self._built()[0]
+
+    @property
+    def seeds(self) -> pa.Array:
+        """Every distinct seed id, in order of first appearance."""
+        return self._built()[1]
+
+    @property
+    def seed_nos(self) -> dict[str, np.ndarray]:
+        return self._built()[2]
+
+    @property
+    def n_constraints(self) -> np.ndarray:
+        return self._built()[3]
 
     def size(self, split: str) -> int:
-        return len(self.row_ids[split])
+        return self._sizes[split]
 
     def row_id(self, key: Key) -> str:
-        return self.row_ids[key[0]][key[1]]
+        return self.row_ids[key[0]][key[1]].as_py()
 
     def seed_id(self, key: Key) -> str:
-        return self.seeds[self.seed_nos[key[0]][key[1]]]
+        return self.seeds[int(self.seed_nos[key[0]][key[1]])].as_py()
 
 
 _EVAL, _DISABLED = -1, -2  # a seed's outcome when it is not a train split's index
@@ -323,20 +367,20 @@ def _group_by_seed(cands: Candidates, seed: int) -> tuple[list[str], np.ndarray,
     """Seed ids in rank order, and every candidate as (split index, position) sorted by (seed rank,
     split, row id, position): the k-th seed's rows are [starts[k], starts[k + 1]). Sorted by Arrow,
     whose string order (UTF-8 bytes) is Python's (code points)."""
-    ranked = pa.table({"rank": [_rank(s, seed) for s in cands.seeds], "seed": cands.seeds})
+    ranked = pa.table({"rank": [_rank(s, seed) for s in cands.seeds.to_pylist()], "seed": cands.seeds})
     order = pc.sort_indices(ranked, [("rank", "ascending"), ("seed", "ascending")]).to_numpy()
     place = np.empty(len(order), np.int64)
     place[order] = np.arange(len(order))
     sizes = [cands.size(name) for name in TRAIN_SPLITS]
     members = pa.table({
-        "seed": place[np.concatenate([np.asarray(cands.seed_nos[n], np.int64) for n in TRAIN_SPLITS])],
+        "seed": place[np.concatenate([cands.seed_nos[n] for n in TRAIN_SPLITS])],
         "split": np.repeat(np.arange(len(TRAIN_SPLITS), dtype=np.int8), sizes),
-        "row_id": pa.array([r for n in TRAIN_SPLITS for r in cands.row_ids[n]], pa.string()),
+        "row_id": pa.concat_arrays([cands.row_ids[n] for n in TRAIN_SPLITS]),
         "pos": np.concatenate([np.arange(n, dtype=np.int64) for n in sizes]),
     })
     ranked = members.take(pc.sort_indices(members, [(c, "ascending") for c in ("seed", "split", "row_id", "pos")]))
     starts = np.searchsorted(ranked["seed"].to_numpy(), np.arange(len(order) + 1))
-    return ([cands.seeds[i] for i in order], ranked["split"].to_numpy(), ranked["pos"].to_numpy(), starts)
+    return (cands.seeds.take(order).to_pylist(), ranked["split"].to_numpy(), ranked["pos"].to_numpy(), starts)
 
 
 class _Plan:
@@ -374,7 +418,7 @@ class _Plan:
         for k in range(n_seeds):
             first = self._starts[k]
             if first < self._starts[k + 1] and self._split[first] == 0:  # sft sorts first
-                pool.setdefault(self.cands.n_constraints[self._pos[first]], []).append(k)
+                pool.setdefault(int(self.cands.n_constraints[self._pos[first]]), []).append(k)
         target = min(config.eval_size, cap, sum(len(v) for v in pool.values()))
         histogram = config.eval_histogram if config.eval_histogram is not None else _default_eval_histogram()
         return _pick_eval(pool, target, histogram)

@@ -23,10 +23,17 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import REPO
+from test_splits import en_text, make_candidates, pool, seed_rows, zh_text
+
 from flows.config import RunConfig
-from flows.contracts import SCHEMA_VERSION, SPLIT_REJECTS, SYSTEM_PROMPT, split_schema, stage_schema
+from flows.contracts import (
+    SCHEMA_VERSION,
+    SPLIT_REJECTS,
+    SYSTEM_PROMPT,
+    split_schema,
+    stage_schema,
+)
 from flows.exports import LF_RECORD, TRACE_RECORD, TRL_RECORD, write_exports
 from flows.outputs import below_full_score, write_outputs
 from flows.prompts import default_library
@@ -42,7 +49,6 @@ from flows.splits import (
 )
 from flows.store import ShardStore, to_table, write_table_atomic
 from flows.taxonomy import load_taxonomy
-from test_splits import en_text, make_candidates, pool, seed_rows, zh_text
 
 # --- stream_splits == build_splits ------------------------------------------------------------
 
@@ -351,3 +357,24 @@ def test_memory_benchmark_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip().splitlines()[-1].split()
     assert line[0] == "300" and float(line[2]) > 0  # rows, then peak RSS in MB
+
+
+def test_coalesce_joins_many_tiny_batches_in_order_and_compacts_them(monkeypatch):
+    """Batches of tiny shard files are joined to about `rows` rows, in order and from their
+    positions; held tables are copied into one every _COMPACT_EVERY, so a joined batch never
+    holds more chunks than that (each tiny table's buffers cost far more than its rows)."""
+    import pyarrow as pa
+
+    from flows import outputs
+    monkeypatch.setattr(outputs, "_COMPACT_EVERY", 5)
+    sizes = [1, 0, 2, 1, 1, 3, 1, 1, 1, 2, 1, 1, 1, 1, 4, 1, 1]
+    batches, pos = [], 0
+    for n in sizes:
+        batches.append((pos, pa.table({"v": pa.array(range(pos, pos + n), pa.int64())})))
+        pos += n
+    joined = list(outputs._coalesce(iter(batches), 9))
+    assert [t["v"].to_pylist() for _, t in joined] == [list(range(s, s + t.num_rows)) for s, t in joined]
+    assert [r for _, t in joined for r in t["v"].to_pylist()] == list(range(sum(sizes)))
+    assert all(t.num_rows >= 9 for _, t in joined[:-1])
+    assert max(t["v"].num_chunks for _, t in joined) <= 5
+    assert len(joined) < len(sizes)
