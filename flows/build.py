@@ -17,7 +17,7 @@ from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.outputs import write_outputs
 from flows.pipeline import NoProgress, Progress, StageClock, WindowTracker, run_all, untracked_window
-from flows.prompts import PromptLibrary, default_library
+from flows.prompts import library_for
 from flows.ranges import (keep_only_layout, merge_timing, merge_usage, part_name, range_config, range_dir, range_of,
                           range_store, read_range_results, write_range_result)
 from flows.seeds import SeedCount, count_seeds, iter_seeds, seed_shards, shard_count
@@ -98,7 +98,7 @@ async def finish_build(cfg: RunConfig, built: list, started: float, step=run_ste
     if len(models) > 1:
         log.warning("ranges were built by different models: %s", ", ".join(models))
     store = ShardStore(cfg.out)
-    prompts = PromptLibrary(cfg.prompts_dir) if cfg.prompts_dir else default_library()
+    prompts = library_for(cfg.prompts_dir, cfg.prompt_set)
     manifest = await step("splits-and-exports", write_outputs, cfg=cfg, store=store, model=built[0]["model"],
                           dialect=built[0]["dialect"], prompts=prompts, taxonomy=load_taxonomy(),
                           usage=merge_usage([b["usage"] for b in built]),
@@ -121,7 +121,7 @@ async def run_stages(cfg: RunConfig, store: ShardStore, progress: Progress = NoP
     """The seeds (of range `index`, if given) through the stages into the store's shards. The
     source is read lazily, twice: a count (unless given), then the build itself."""
     taxonomy = load_taxonomy()
-    prompts = PromptLibrary(cfg.prompts_dir) if cfg.prompts_dir else default_library()
+    prompts = library_for(cfg.prompts_dir, cfg.prompt_set)
     stages = default_stages(cfg.pipeline.preference_data)
     count = count or count_seeds(seed_items(cfg, index))
     n_shards = shard_count(count.rows, cfg.pipeline.shard_size)

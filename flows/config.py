@@ -120,6 +120,8 @@ class RunConfig(_Strict):
     limit: int | None = Field(None, ge=1)
     out: str = "runs/latest"
     prompts_dir: str | None = Field(None, description="prompt templates to use instead of the shipped prompts/")
+    prompt_set: str | None = Field(None, description="a prompt set shipped in prompts/<name>/ (e.g. small: worked "
+                                                     "examples for small models); it replaces the templates it has")
     llm: LLMConfig = Field(default_factory=LLMConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)

@@ -348,7 +348,7 @@ def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, p
         "seconds": this_run["seconds"],
         "model": model,
         "dialect": dialect,
-        "templates": {name: prompts.version(name) for name in sorted(p.stem for p in prompts.directory.glob("*.j2"))},
+        "templates": {name: prompts.version(name) for name in prompts.names()},
         "taxonomy_version": taxonomy.version_id,
         "config": json.loads(cfg.model_dump_json()),
         "funnel": funnel(store.run_dir),

@@ -29,8 +29,12 @@ class Prompt:
 
 
 class PromptLibrary:
-    def __init__(self, directory: Path | str = PROMPTS_DIR):
+    """The templates of `directory`; with `fallback`, a template the directory lacks comes from
+    there (a prompt set such as prompts/small/ replaces only the templates it has)."""
+
+    def __init__(self, directory: Path | str = PROMPTS_DIR, fallback: Path | str | None = None):
         self.directory = Path(directory)
+        self.fallback = Path(fallback) if fallback else None
         self._env = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
@@ -38,7 +42,7 @@ class PromptLibrary:
 
     def _load(self, name: str):
         if name not in self._templates:
-            path = self.directory / f"{name}.j2"
+            path = self.path(name)
             try:
                 source = path.read_bytes()
             except FileNotFoundError:
@@ -53,6 +57,17 @@ class PromptLibrary:
             self._templates[name] = (template, version)
         return self._templates[name]
 
+    def path(self, name: str) -> Path:
+        path = self.directory / f"{name}.j2"
+        if self.fallback and not path.exists():
+            return self.fallback / f"{name}.j2"
+        return path
+
+    def names(self) -> list[str]:
+        """Every template this library renders, sorted."""
+        folders = [self.directory, *([self.fallback] if self.fallback else [])]
+        return sorted({p.stem for folder in folders for p in folder.glob("*.j2")})
+
     def version(self, name: str) -> str:
         return self._load(name)[1]
 
@@ -65,7 +80,7 @@ class PromptLibrary:
                 for block in ("system", "user")
             }
         except TemplateError as exc:
-            raise PromptError(f"{self.directory / (name + '.j2')}: {exc}") from None
+            raise PromptError(f"{self.path(name)}: {exc}") from None
         messages = (
             {"role": "system", "content": parts["system"]},
             {"role": "user", "content": parts["user"]},
@@ -76,3 +91,17 @@ class PromptLibrary:
 @lru_cache(maxsize=1)
 def default_library() -> PromptLibrary:
     return PromptLibrary()
+
+
+def library_for(prompts_dir: str | None, prompt_set: str | None) -> PromptLibrary:
+    """The templates a run uses: the user's own directory, or a shipped prompt set (prompts/<set>/,
+    the rest from prompts/), or the shipped prompts."""
+    if prompts_dir:
+        return PromptLibrary(prompts_dir)
+    if prompt_set:
+        folder = PROMPTS_DIR / prompt_set
+        if not folder.is_dir():
+            known = sorted(p.name for p in PROMPTS_DIR.iterdir() if p.is_dir())
+            raise PromptError(f"prompt set {prompt_set!r} not found in {PROMPTS_DIR}; known: {', '.join(known)}")
+        return PromptLibrary(folder, fallback=PROMPTS_DIR)
+    return default_library()

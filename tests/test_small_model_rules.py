@@ -1,7 +1,8 @@
 """Rules the templates state, enforced in code where code can decide: an expansion keeps its
 seed's language (else `language_drift`), the template's <<< >>> never reach an instruction,
-structuring labels constraints with the dimensions that were drawn, and QC does not see a
-NULL input as missing material."""
+structuring labels constraints with the dimensions that were drawn, QC decides completeness
+from two narrow answers so that a NULL input alone is never a gap; and the small-model prompt set
+(prompts/small/) replaces only its templates."""
 import asyncio
 import json
 
@@ -10,9 +11,10 @@ import pytest
 from flows.config import PipelineConfig
 from flows.language import language_drift, scripts
 from flows.llm.client import LLMResult
-from flows.prompts import default_library
+from flows.prompts import PROMPTS_DIR, PromptError, default_library, library_for
 from flows.stages.base import StageContext
 from flows.stages.expand import ExpandStage, strip_delimiters
+from flows.stages.qc import QualityStage
 from flows.stages.structure import StructureStage
 from flows.taxonomy import load_taxonomy
 
@@ -96,10 +98,89 @@ def test_structuring_is_told_the_drawn_dimensions_and_may_only_use_them():
     assert "1. numerical" in user and "2. inclusion" in user
 
 
-def test_qc_does_not_show_a_null_input_as_material():
+class AnswerByTemplate(ScriptedClient):
+    """Answers each call with the JSON given for its template (QC asks its two checks at once)."""
+
+    def __init__(self, **answers: dict):
+        super().__init__()
+        self.by_template = answers
+
+    async def chat(self, call, cache=None):
+        self.answers = [self.by_template[call.prompt.name]]
+        return await super().chat(call, cache)
+
+
+def qc_row(input_text: str) -> dict:
+    return {**seed_row("写诗"), "description": "写一首关于春天的诗", "input": input_text,
+            "constraints": [{"id": "c1", "text": "共四行", "dimension": "numerical"}]}
+
+
+@pytest.mark.parametrize("input_text, defined, needs_none, reason", [
+    ("NULL", True, True, None),  # a task that needs no material: NULL is no gap
+    ("NULL", True, False, "qc_incomplete"),  # a task on material nobody gave
+    ("春天来了。", True, False, None),  # the material is there
+    ("NULL", False, True, "qc_incomplete"),  # something it refers to is undefined
+    ("春天来了。", False, True, "qc_incomplete"),
+])
+def test_qc_decides_completeness_in_code_and_a_null_input_alone_is_no_gap(input_text, defined, needs_none, reason):
+    client = AnswerByTemplate(
+        check_completeness={"reasoning": "r", "defined": defined, "needs_no_given_material": needs_none},
+        check_redundancy={"reasoning": "r", "non_redundant": True})
+    out, reject = asyncio.run(QualityStage().run_row(qc_row(input_text), context(client)))
+    assert (reject or {}).get("reason") == reason
+    assert (out is None) == (reason is not None)
+    if reason:
+        assert reject["detail"].startswith(("something it refers to", "the task works on material")), reject
+
+
+def test_qc_shows_a_null_input_as_no_material():
     prompts = default_library()
     constraints = [{"text": "共四行"}]
     none = prompts.render("check_completeness", description="写诗", constraints=constraints, input="NULL")
     given = prompts.render("check_completeness", description="总结下文", constraints=constraints, input="春天来了。")
-    assert "NULL" not in none.messages[-1]["content"] and "no given material" in none.messages[-1]["content"]
+    assert none.messages[-1]["content"].endswith("NULL (no material is given)")
     assert given.messages[-1]["content"].endswith("春天来了。")
+
+
+def test_a_prompt_set_replaces_only_its_templates(tmp_path):
+    small = library_for(None, "small")
+    own = {p.stem for p in (PROMPTS_DIR / "small").glob("*.j2")}
+    assert {"expand", "structure", "check_completeness", "check_redundancy", "grade"} <= own
+    assert small.names() == default_library().names()  # every call kind still has a template
+    for name in small.names():
+        expected = PROMPTS_DIR / ("small" if name in own else "") / f"{name}.j2"
+        assert small.path(name) == expected
+        assert (small.version(name) == default_library().version(name)) == (name not in own)
+    with pytest.raises(PromptError, match="prompt set 'tiny' not found.*known: small"):
+        library_for(None, "tiny")
+    (tmp_path / "respond.j2").write_text("{% block system %}s{% endblock %}{% block user %}{{ instruction }}{% endblock %}")
+    assert library_for(str(tmp_path), "small").names() == ["respond"]  # a directory of one's own is the whole set
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_the_small_prompt_set_drives_every_stage(language):
+    """Each stage renders the small set's templates with what it passes and keeps their versions;
+    the worked examples show the answer shape the schema asks for."""
+    seed = "Write a short story about a lighthouse keeper." if language == "en" else "写一个关于灯塔看守人的短故事。"
+    instruction = (seed[:-1] + ", in exactly three paragraphs." if language == "en"
+                   else seed[:-1] + "，共三段。")
+    client = AnswerByTemplate(
+        expand={"instruction": instruction},
+        structure={"extractable": True, "reason": "", "description": seed, "input": "NULL",
+                   "constraints": [{"text": instruction[len(seed) - 1:].strip(" ,，。."), "dimension": "numerical"}]},
+        check_completeness={"reasoning": "r", "defined": True, "needs_no_given_material": True},
+        check_redundancy={"reasoning": "r", "non_redundant": True})
+    ctx = context(client)
+    ctx.prompts = library_for(None, "small")
+    ctx.config.rule_checks = False
+    ctx.config.constraint_counts = {1: 1.0}
+    row = {**seed_row(seed), "fit_dimensions": ["numerical"], "lang": language}
+    for stage in (ExpandStage(), StructureStage(), QualityStage()):
+        out, reject = asyncio.run(stage.run_row(row, ctx))
+        assert reject is None, reject
+        row = {**row, **out}
+        call = client.calls[-1]
+        assert call.prompt.version == ctx.prompts.version(call.prompt.name)
+        assert "Example" in call.prompt.messages[0]["content"]
+    assert row["constraints"][0]["dimension"] == "numerical"
+    assert "1. numerical" in client.calls[1].prompt.messages[-1]["content"]

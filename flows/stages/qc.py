@@ -7,12 +7,27 @@ import asyncio
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 
 
-def verdict_schema(key: str) -> dict:
+def verdict_schema(*keys: str) -> dict:
     return {
         "type": "object",
-        "properties": {"reasoning": {"type": "string"}, key: {"type": "boolean"}},
-        "required": ["reasoning", key],
+        "properties": {"reasoning": {"type": "string"}, **{key: {"type": "boolean"} for key in keys}},
+        "required": ["reasoning", *keys],
     }
+
+
+# The completeness check asks two narrow questions and the verdict is decided here, so that the
+# rule its template states holds whatever the model makes of it: a NULL input alone never makes an
+# instruction incomplete, only a task that works on material nobody gave it.
+COMPLETENESS = ("defined", "needs_no_given_material")
+
+
+def completeness_verdict(answer: dict, input_text: str) -> str | None:
+    """Why an instruction is incomplete, or None when it is complete."""
+    if not answer["defined"]:
+        return "something it refers to is not defined"
+    if input_text == "NULL" and not answer["needs_no_given_material"]:
+        return "the task works on material that is not given"
+    return None
 
 
 class QualityStage(Stage):
@@ -22,11 +37,12 @@ class QualityStage(Stage):
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         parts = {"description": row["description"], "constraints": row["constraints"], "input": row["input"]}
         complete, non_redundant = await asyncio.gather(
-            self.ask(ctx, trace, row, "check_completeness", "qc", verdict_schema("complete"), **parts),
+            self.ask(ctx, trace, row, "check_completeness", "qc", verdict_schema(*COMPLETENESS), **parts),
             self.ask(ctx, trace, row, "check_redundancy", "qc", verdict_schema("non_redundant"), **parts),
         )
-        if not complete.data["complete"]:
-            raise Reject("qc_incomplete", complete.data["reasoning"][:500])
+        missing = completeness_verdict(complete.data, row["input"])
+        if missing:
+            raise Reject("qc_incomplete", f"{missing}: {complete.data['reasoning']}"[:500])
         if not non_redundant.data["non_redundant"]:
             raise Reject("qc_redundant", non_redundant.data["reasoning"][:500])
         return {
