@@ -203,14 +203,18 @@ def cmd_eval(args) -> int:
     from flows.evaluation import PHASES, SERVER_FAILURES, evaluate, metrics_markdown
 
     cfg = load_config(args.config, eval_overrides(
-        suite=args.suite, responses=args.responses,
-        data=args.data, limit=args.limit, sample=args.sample, out=args.out,
+        suite=args.suite, responses=args.responses, lang=args.lang, cfbench_data=args.cfbench_data,
+        complexbench_data=args.complexbench_data, data=args.data, limit=args.limit, sample=args.sample, out=args.out,
         rule_checks=False if args.no_rule_checks else None, base_urls=args.base_url, model=args.model,
         backend=args.backend, backend_model=args.backend_model, judge_base_urls=args.judge_base_url,
         judge_model=args.judge_model, judge_backend=args.judge_backend, judge_backend_model=args.judge_backend_model,
         judge_api_key_env=args.judge_api_key_env), model=EvalConfig)
     if cfg.suite == "ifeval":
         return _eval_ifeval(cfg, args)
+    if cfg.suite in ("cfbench", "complexbench"):
+        return _eval_benchmark(cfg, args)
+    if cfg.suite == "all":
+        return _eval_all(cfg, args)
     progress = TqdmProgress(enabled=not args.quiet)
     result = _run_evaluation(evaluate(cfg, progress), progress)
     metrics = result.metrics
@@ -257,6 +261,37 @@ def _eval_ifeval(cfg, args) -> int:
           f"{result.out_dir / 'eval_results_loose.jsonl'}")
     server_failed = [k for k in metrics["failures"] if k.startswith("answer_unavailable")]
     return _evaluation_status(metrics, result.out_dir, "prompts not answered", server_failed)
+
+
+def _eval_benchmark(cfg, args) -> int:
+    from flows.judged_suite import is_server_failure
+
+    if cfg.suite == "cfbench":
+        from flows.cfbench.suite import evaluate_cfbench as run
+        from flows.cfbench.suite import metrics_markdown
+    else:
+        from flows.complexbench.suite import evaluate_complexbench as run
+        from flows.complexbench.suite import metrics_markdown
+
+    progress = TqdmProgress(enabled=not args.quiet)
+    result = _run_evaluation(run(cfg, progress), progress)
+    metrics = result.metrics
+    print(metrics_markdown(metrics))
+    print(f"results: {result.out_dir / 'results.json'}  judgments: {result.out_dir / 'judgments.jsonl'}")
+    server_failed = sorted(k for k in metrics["failures"] if is_server_failure(k))
+    return _evaluation_status(metrics, result.out_dir, "rows not scored", server_failed)
+
+
+def _eval_all(cfg, args) -> int:
+    from flows.table3 import evaluate_all, table_markdown
+
+    progress = TqdmProgress(enabled=not args.quiet)
+    result = _run_evaluation(evaluate_all(cfg, progress), progress)
+    metrics = result.metrics
+    print(table_markdown(metrics))
+    print(f"table: {result.out_dir / 'results.md'}  results: {result.out_dir / 'results.json'}")
+    server_failed = [f"{suite} ({info['incomplete']})" for suite, info in metrics["suites"].items() if info["incomplete"]]
+    return _evaluation_status(metrics, result.out_dir, "rows not scored", server_failed)
 
 
 def cmd_down(args) -> int:
@@ -337,18 +372,27 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a model: Trace (IF-S, IF-M, with a judge) or IFEval (rules)")
-    e.add_argument("--suite", choices=["trace", "ifeval"], help="trace (default): the Trace protocol with a judge; "
-                                                                "ifeval: IFEval's 541 prompts, strict and loose")
+    e = sub.add_parser("eval", help="evaluate a model: Trace (IF-S, IF-M, with a judge), IFEval (rules), CFBench, "
+                                    "ComplexBench, or all of them as the IOPO paper's Table 3")
+    e.add_argument("--suite", choices=["trace", "ifeval", "cfbench", "complexbench", "all"],
+                   help="trace (default): the Trace protocol with a judge; ifeval: IFEval's 541 prompts, strict and "
+                        "loose; cfbench: CFBench (judge; CSR, ISR, PSR); complexbench: ComplexBench (rules and "
+                        "judge; DRFR); all: every suite whose data is present, and the paper's Table 3")
     e.add_argument("--responses", help="ifeval: score this file of responses (JSON lines with prompt and "
                                        "response) instead of asking a model")
     e.add_argument("--data", help="trace: official-layout eval JSONL or a run folder (default: the official "
-                                  "1,042 rows); ifeval: an IFEval input_data JSONL (default: the 541 prompts)")
+                                  "1,042 rows); ifeval: an IFEval input_data JSONL (default: the 541 prompts); "
+                                  "cfbench: data/cfbench_data.json; complexbench: data/data_final.json")
+    e.add_argument("--lang", choices=["zh", "en"], help="complexbench: Chinese (default) or the English translation")
+    e.add_argument("--cfbench-data", metavar="FILE", help="all: run CFBench on this file (data/cfbench_data.json of "
+                                                          "PKU-Baichuan-MLSystemLab/CFBench; not shipped)")
+    e.add_argument("--complexbench-data", metavar="FILE", help="all: run ComplexBench on this file "
+                                                               "(data/data_final.json of thu-coai/ComplexBench)")
     e.add_argument("--limit", type=int, help="the first N rows only (the official file lists its 200 "
                                              "single-constraint rows first)")
     e.add_argument("--sample", type=int, help="N rows spread evenly over the file (IF-S and IF-M alike)")
-    e.add_argument("--out", help="results folder (default runs/eval, runs/eval-ifeval); rerunning reuses every "
-                                 "cached answer")
+    e.add_argument("--out", help="results folder (default runs/eval, runs/eval-<suite>; all: a folder per suite "
+                                 "inside it); rerunning reuses every cached answer")
     e.add_argument("--judge-api-key-env", help="environment variable holding the judge's API key "
                                                "(default OPENAI_API_KEY)")
     e.add_argument("--base-url", action="append", help="the model under test: OpenAI-compatible /v1 URL")

@@ -137,29 +137,46 @@ def one_line(exc: ValidationError, source: str) -> str:
     return f"{source}: {where}: {err['msg']}{more}"
 
 
-SUITES = ("trace", "ifeval")
+SUITES = ("trace", "ifeval", "cfbench", "complexbench", "all")
 # Per suite: the results folder and the answer temperature when the config does not set them.
-# Trace: the paper's 0.1; IFEval: greedy, its usual protocol.
+# Trace: the paper's 0.1; IFEval, CFBench, ComplexBench: greedy (ComplexBench's authors ask for
+# it). "all" runs each suite under its own default, in <out>/<suite>.
 SUITE_DEFAULTS = {"trace": {"out": "runs/eval", "answer_temperature": 0.1},
-                  "ifeval": {"out": "runs/eval-ifeval", "answer_temperature": 0.0}}
+                  "ifeval": {"out": "runs/eval-ifeval", "answer_temperature": 0.0},
+                  "cfbench": {"out": "runs/eval-cfbench", "answer_temperature": 0.0},
+                  "complexbench": {"out": "runs/eval-complexbench", "answer_temperature": 0.0},
+                  "all": {"out": "runs/eval-all"}}
 
 
 class EvalConfig(_Strict):
     """An evaluation: the suite, the model under test, the judge (Trace), and how they are asked."""
 
-    suite: Literal["trace", "ifeval"] = Field(
+    suite: Literal[SUITES] = Field(  # type: ignore[valid-type]
         "trace", description="trace: the Trace protocol (LLM judge, IF-S / IF-M); ifeval: IFEval's 541 prompts "
-                             "decided by rules (strict / loose, prompt- and instruction-level)")
+                             "decided by rules (strict / loose, prompt- and instruction-level); cfbench: CFBench "
+                             "(judge, CSR / ISR / PSR); complexbench: ComplexBench (rules and judge, DRFR); all: "
+                             "every suite whose data is present, and the paper's Table 3")
     data: str | None = Field(None, description="trace: official-layout eval JSONL or a run folder; ifeval: an "
-                                               "IFEval input_data JSONL; default: the suite's official set")
+                                               "IFEval input_data JSONL; default: the suite's official set; "
+                                               "cfbench, complexbench: their official data file")
+    cfbench_data: str | None = Field(None, description="CFBench's data/cfbench_data.json (not shipped: no licence); "
+                                                       "the cfbench suite's file when data is not given, and what "
+                                                       "makes --suite all run CFBench")
+    complexbench_data: str | None = Field(None, description="ComplexBench's data/data_final.json (not shipped); the "
+                                                            "complexbench suite's file when data is not given, and "
+                                                            "what makes --suite all run ComplexBench")
+    lang: Literal["zh", "en"] = Field("zh", description="complexbench: the Chinese instructions and questions, or "
+                                                        "the English translation (instruction_en, question_en)")
     responses: str | None = Field(None, description="ifeval: score these responses (JSON lines with prompt and "
                                                     "response) instead of asking a model")
-    out: str | None = Field(None, description="results folder; default runs/eval (trace), runs/eval-ifeval (ifeval)")
+    out: str | None = Field(None, description="results folder; default runs/eval (trace), runs/eval-<suite> (the "
+                                              "others; all: one folder per suite inside it)")
     limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
     sample: int | None = Field(None, ge=1, description="evaluate N rows spread evenly over the file")
     model: LLMConfig = Field(default_factory=LLMConfig, description="the model under test")
     judge: LLMConfig | None = Field(None, description="the judge; default: the model under test's server")
-    answer_temperature: float | None = Field(None, ge=0, description="default 0.1 (trace, the paper's), 0 (ifeval)")
+    answer_temperature: float | None = Field(None, ge=0, description="default 0.1 (trace, the paper's), 0 (the "
+                                                                     "others)")
     answer_max_tokens: int = Field(2048, ge=1)
     judge_temperature: float = 0.0
     judge_max_tokens: int = Field(2048, ge=1)
@@ -178,6 +195,9 @@ class EvalConfig(_Strict):
                 setattr(self, key, value)
         if self.responses and self.suite != "ifeval":
             raise ValueError("responses: only the ifeval suite scores a responses file")
+        if self.data and self.suite == "all":
+            raise ValueError("data: --suite all takes each benchmark's file on its own (cfbench_data, "
+                             "complexbench_data); Trace and IFEval use their official sets")
         return self
 
 

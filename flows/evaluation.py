@@ -31,7 +31,7 @@ from flows.config import EvalConfig
 from flows.contracts import EVAL_ROW, request_seed
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
-from flows.llm.client import LLMCall, LLMClient, LLMFailure
+from flows.llm.client import MODEL_FAILURES, SERVER_FAILURES, LLMCall, LLMClient, LLMFailure
 from flows.pipeline import NoProgress, Progress
 from flows.report import agreement_markdown
 from flows.prompts import Prompt, PromptLibrary, default_library
@@ -43,10 +43,6 @@ from flows.evalset import load_eval_rows, resolve_eval_path, spread_sample
 
 log = logging.getLogger("trace_build.eval")
 PHASES = ["answer", "judge"]
-# An answer that failed for these reasons is the model's failure to follow: scored as not followed.
-MODEL_FAILURES = {"output_too_long", "empty_output", "context_too_long"}
-# Failures that say nothing about the model or the judge: the evaluation is incomplete.
-SERVER_FAILURES = {"timeout", "connection_error", "rate_limited", "server_error", "server_unreachable", "bad_response"}
 
 
 @dataclass

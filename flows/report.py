@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import heapq
 
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 

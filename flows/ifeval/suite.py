@@ -33,7 +33,7 @@ from flows.jsonl import json_objects
 from flows.ifeval.scoring import MODES, accuracy, metrics_markdown, result_line, verdicts
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
-from flows.llm.client import LLMCall, LLMClient, LLMFailure
+from flows.llm.client import MODEL_FAILURES, LLMCall, LLMClient, LLMFailure
 from flows.pipeline import NoProgress, Progress
 from flows.prompts import Prompt
 from flows.seeds import InputError
@@ -42,8 +42,6 @@ from flows.store import write_json_atomic, write_text_atomic
 log = logging.getLogger("trace_build.ifeval")
 IFEVAL_DATA = Path(__file__).resolve().parent.parent.parent / "data" / "ifeval" / "input_data.jsonl"
 PHASES = ["answer"]
-MODEL_FAILURES = {"output_too_long", "empty_output", "context_too_long"}  # scored as an empty response
-SERVER_FAILURES = {"timeout", "connection_error", "rate_limited", "server_error", "server_unreachable", "bad_response"}
 
 
 @dataclass

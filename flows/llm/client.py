@@ -41,6 +41,13 @@ class LLMFailure(Exception):
         self.detail = detail
 
 
+# What an evaluation makes of a failed answer. The model's own failure (too long, empty): the
+# instruction was not followed. The server's: nothing is known, so the row is not scored.
+MODEL_FAILURES = frozenset({"output_too_long", "empty_output", "context_too_long"})
+SERVER_FAILURES = frozenset({"timeout", "connection_error", "rate_limited", "server_error", "server_unreachable",
+                             "bad_response"})
+
+
 class _Unusable(Exception):
     """The server answered, but not with something we can use (retried with another seed)."""
 
