@@ -124,7 +124,7 @@ def qc_row(input_text: str) -> dict:
 ])
 def test_qc_decides_completeness_in_code_and_a_null_input_alone_is_no_gap(input_text, defined, needs_none, reason):
     client = AnswerByTemplate(
-        check_completeness={"reasoning": "r", "defined": defined, "needs_no_given_material": needs_none},
+        check_completeness={"reasoning": "r", "defined": defined, "answerable_as_given": needs_none},
         check_redundancy={"reasoning": "r", "non_redundant": True})
     out, reject = asyncio.run(QualityStage().run_row(qc_row(input_text), context(client)))
     assert (reject or {}).get("reason") == reason
@@ -168,7 +168,7 @@ def test_the_small_prompt_set_drives_every_stage(language):
         expand={"instruction": instruction},
         structure={"extractable": True, "reason": "", "description": seed, "input": "NULL",
                    "constraints": [{"text": instruction[len(seed) - 1:].strip(" ,，。."), "dimension": "numerical"}]},
-        check_completeness={"reasoning": "r", "defined": True, "needs_no_given_material": True},
+        check_completeness={"reasoning": "r", "defined": True, "answerable_as_given": True},
         check_redundancy={"reasoning": "r", "non_redundant": True})
     ctx = context(client)
     ctx.prompts = library_for(None, "small")

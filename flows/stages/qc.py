@@ -18,14 +18,14 @@ def verdict_schema(*keys: str) -> dict:
 # The completeness check asks two narrow questions and the verdict is decided here, so that the
 # rule its template states holds whatever the model makes of it: a NULL input alone never makes an
 # instruction incomplete, only a task that works on material nobody gave it.
-COMPLETENESS = ("defined", "needs_no_given_material")
+COMPLETENESS = ("defined", "answerable_as_given")
 
 
 def completeness_verdict(answer: dict, input_text: str) -> str | None:
     """Why an instruction is incomplete, or None when it is complete."""
     if not answer["defined"]:
         return "something it refers to is not defined"
-    if input_text == "NULL" and not answer["needs_no_given_material"]:
+    if input_text == "NULL" and not answer["answerable_as_given"]:  # with material given, it is there
         return "the task works on material that is not given"
     return None
 
