@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import ExitStack
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from flows.config import EvalConfig
 from flows.contracts import EVAL_ROW, request_seed
-from flows.llm.backends import client_for, llm_endpoints
+from flows.judged_suite import model_and_judge
 from flows.llm.cache import RequestCache
 from flows.llm.client import MODEL_FAILURES, SERVER_FAILURES, LLMCall, LLMClient, LLMFailure
 from flows.pipeline import NoProgress, Progress
@@ -204,29 +203,13 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
     out_dir.mkdir(parents=True, exist_ok=True)
     progress.start(dict.fromkeys(PHASES, len(rows)))
     cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
-    judge_cfg = cfg.judge or cfg.model  # default: the model under test judges itself (say so in reports)
     checks_cache = RequestCache(Path(cfg.checks_cache) if cfg.checks_cache else out_dir.parent / "eval-checks.sqlite")
     try:
-        with ExitStack() as servers:
-            model_urls, model_dialect = servers.enter_context(llm_endpoints(cfg.model))
-            model = client_for(cfg.model, model_urls, model_dialect, cache)
-            if judge_cfg == cfg.model:
-                judge = model
-            elif not judge_cfg.base_urls and not judge_cfg.backend:  # another model on the same server
-                judge = client_for(judge_cfg, model_urls, model_dialect, cache)
-            else:
-                judge_urls, judge_dialect = servers.enter_context(llm_endpoints(judge_cfg))
-                judge = client_for(judge_cfg, judge_urls, judge_dialect, cache)
-            try:
-                await model.resolve_model()
-                await judge.resolve_model()
-                log.info("model under test %s, judge %s, %d rows", model.model, judge.model, len(rows))
-                results = list(await asyncio.gather(*(
-                    evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress, checks_cache) for r in rows)))
-            finally:
-                await model.aclose()
-                if judge is not model:
-                    await judge.aclose()
+        # without a judge of its own, the model under test judges itself (reports say so)
+        async with model_and_judge(cfg, cache) as (model, judge):
+            log.info("model under test %s, judge %s, %d rows", model.model, judge.model, len(rows))
+            results = list(await asyncio.gather(*(
+                evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress, checks_cache) for r in rows)))
     finally:
         cache.close()
         checks_cache.close()

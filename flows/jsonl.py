@@ -1,12 +1,15 @@
-"""Reading a JSON-lines file a user gives (eval sets, IFEval prompts and responses): one object
-per line, and a bad line is one error naming the file and the line, never a traceback."""
+"""Reading the JSON files a user gives: JSON lines (eval sets, IFEval prompts and responses; one
+object per line) and JSON arrays of rows (CFBench, ComplexBench). A bad line or row is one error
+naming the file and the line or row, never a traceback."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from flows.seeds import InputError
+
+Row = TypeVar("Row")
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
@@ -28,3 +31,38 @@ def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict):
                 raise InputError(f"{path}: line {number}: expected a JSON object")
             yield number, obj
+
+
+def json_array(path: Path) -> list:
+    """The file's top-level JSON array; anything else is one InputError line."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON array of rows, not {type(data).__name__}")
+    return data
+
+
+def rows_with_unique_ids(source: str | Path, parse_row: Callable[[dict, str], Row], id_field: str) -> list[Row]:
+    """Every row of a JSON array file parsed by `parse_row(raw, where)`, in file order; the rows'
+    `id` (the file's `id_field`) must be unique and there must be at least one."""
+    path = Path(source)
+    rows: list = []
+    seen: dict = {}
+    for number, raw in enumerate(json_array(path), start=1):
+        where = f"{path}: row {number}"
+        row = parse_row(raw, where)
+        if row.id in seen:
+            raise InputError(f"{where}: field {id_field!r}: {row.id} is also row {seen[row.id]}")
+        seen[row.id] = number
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no rows")
+    return rows

@@ -1,5 +1,6 @@
-"""What the benchmark suites with a model under test and a judge share (CFBench, ComplexBench):
-their data file, the two clients, the model's answers, failure counts and result files."""
+"""What the evaluation suites with a model under test and a judge share: the two clients (Trace,
+CFBench, ComplexBench), and for the benchmarks read from a user's file (CFBench, ComplexBench)
+the data file, the model's answers, failure counts and result files."""
 from __future__ import annotations
 
 import json

@@ -17,10 +17,10 @@ array) and the field, never a traceback or a silently skipped row.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.jsonl import rows_with_unique_ids
 from flows.seeds import InputError
 
 PRIMARY, SECONDARY = "主需", "次需"
@@ -42,23 +42,6 @@ class Row:
     gold: str | None  # the reference answer, None where the file has none ("")
     split: str  # "easy" or "hard"
     criteria: tuple[Criterion, ...]
-
-
-def json_array(path: Path) -> list:
-    """The file's top-level JSON array; anything else is one InputError line."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON array of rows, not {type(data).__name__}")
-    return data
 
 
 def _text(raw: dict, field: str, where: str, empty_ok: bool = False) -> str:
@@ -104,16 +87,4 @@ def parse_row(raw: object, where: str) -> Row:
 
 def load_rows(source: str | Path) -> list[Row]:
     """Every row of a CFBench file, in file order; ids (idx) must be unique."""
-    path = Path(source)
-    rows: list[Row] = []
-    seen: dict[int, int] = {}
-    for number, raw in enumerate(json_array(path), start=1):
-        where = f"{path}: row {number}"
-        row = parse_row(raw, where)
-        if row.id in seen:
-            raise InputError(f"{where}: field 'idx': {row.id} is also row {seen[row.id]}")
-        seen[row.id] = number
-        rows.append(row)
-    if not rows:
-        raise InputError(f"{path}: no rows")
-    return rows
+    return rows_with_unique_ids(source, parse_row, "idx")

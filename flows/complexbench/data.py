@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.cfbench.data import json_array
 from flows.complexbench.rules import Rule, parse_rule
+from flows.jsonl import rows_with_unique_ids
 from flows.seeds import InputError
 
 
@@ -122,16 +122,4 @@ def parse_row(raw: object, where: str) -> Row:
 
 def load_rows(source: str | Path) -> list[Row]:
     """Every row of a ComplexBench file, in file order; main_ids must be unique."""
-    path = Path(source)
-    rows: list[Row] = []
-    seen: dict[int, int] = {}
-    for number, raw in enumerate(json_array(path), start=1):
-        where = f"{path}: row {number}"
-        row = parse_row(raw, where)
-        if row.id in seen:
-            raise InputError(f"{where}: field 'main_id': {row.id} is also row {seen[row.id]}")
-        seen[row.id] = number
-        rows.append(row)
-    if not rows:
-        raise InputError(f"{path}: no rows")
-    return rows
+    return rows_with_unique_ids(source, parse_row, "main_id")
