@@ -45,6 +45,7 @@ from flows.report_html import write_report_html
 from flows.rules import Agreement
 from flows.splits import (
     ALL_SPLITS,
+    COMPACT_EVERY,
     TRAIN_SPLITS,
     Candidates,
     SplitConfig,
@@ -64,7 +65,7 @@ CANDIDATE_STAGE = {"sft": "respond", "dpo": "dpo", "iopo": "iopo"}  # where each
 CANDIDATE_COLUMNS = {"sft": ["row_id", "seed_id", "full_score", "constraints", "scores"],
                   "dpo": ["row_id", "seed_id"], "iopo": ["row_id", "seed_id"]}
 _POS = "__position"  # a spilled row's position in its split file
-_COMPACT_EVERY = 64  # tables _coalesce holds before it copies them into one
+_COMPACT_EVERY = COMPACT_EVERY  # tables _coalesce holds before it copies them into one
 
 
 def below_full_score(row: dict) -> dict:

@@ -277,7 +277,9 @@ class _Index:
 Key = tuple[str, int]  # a candidate: (split, position in that split's input)
 
 
-_COMPACT_EVERY = 64  # batches of tiny shard files Candidates holds before it copies them into one
+# Batches of tiny shard files held before they are copied into one: each holds read buffers far
+# larger than its rows (Candidates here, flows/outputs.py's _coalesce).
+COMPACT_EVERY = 64
 
 
 class Candidates:
@@ -309,7 +311,7 @@ class Candidates:
         """The next candidates of `split`, in input order (constraint counts for sft rows)."""
         batches, pending = self._batches[split], self._pending[split]
         pending.append((row_ids, seed_ids))
-        if len(pending) == _COMPACT_EVERY:  # copied out of the read buffers they point into
+        if len(pending) == COMPACT_EVERY:  # copied out of the read buffers they point into
             batches.append((pa.concat_arrays([r for r, _ in pending]), pa.concat_arrays([s for _, s in pending])))
             pending.clear()
         if split == "sft":
