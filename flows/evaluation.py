@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.checks import DIMENSION_KINDS
 from flows.config import EvalConfig
 from flows.contracts import EVAL_ROW, request_seed
 from flows.judged_suite import model_and_judge
@@ -34,7 +35,8 @@ from flows.llm.client import MODEL_FAILURES, SERVER_FAILURES, LLMCall, LLMClient
 from flows.pipeline import NoProgress, Progress
 from flows.report import agreement_markdown
 from flows.prompts import Prompt, PromptLibrary, default_library
-from flows.rules import accept_checks, agreement, checkable_ids, checks_schema, needs_checks, passes
+from flows.rules import (accept_checks, agreement, checkable_constraints, checkable_ids, checks_schema,
+                         needs_checks, passes)
 from flows.stages.respond import grade_schema, scores_from
 from flows.store import to_table, write_json_atomic, write_table_atomic
 from flows.taxonomy import Taxonomy, load_taxonomy
@@ -85,11 +87,12 @@ async def evaluate_row(row: dict, cfg: EvalConfig, model: LLMClient, judge: LLMC
 
     constraints = row["constraints"]
     if cfg.rule_checks and needs_checks(constraints, taxonomy):
+        asked = checkable_constraints(constraints, taxonomy)
         try:
             result = await judge.chat(LLMCall(
-                stage="checks", prompt=prompts.render("extract_checks", constraints=constraints,
-                                                      checkable=checkable_ids(taxonomy)),
-                schema=checks_schema(len(constraints)), temperature=0.0, max_tokens=cfg.checks_max_tokens,
+                stage="checks", prompt=prompts.render("extract_checks", constraints=asked,
+                                                      checkable=checkable_ids(taxonomy), kinds=DIMENSION_KINDS),
+                schema=checks_schema(len(asked)), temperature=0.0, max_tokens=cfg.checks_max_tokens,
                 seed=request_seed(cfg.seed, row["id"], "checks")), cache=checks_cache)
             checks = accept_checks(constraints, result.data["checks"], taxonomy)
             constraints = [{**c, "check": spec} for c, spec in zip(constraints, checks)]

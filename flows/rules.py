@@ -1,7 +1,8 @@
 """Rule checks beside the judge: which constraints get a check, the verdicts, and who decides.
 
 A constraint whose dimension a rule can decide (taxonomy `rule_checkable`) may carry a check spec
-(flows/checks/), extracted once by the LLM and kept only when it validates. When a response
+(flows/checks/), extracted once by the LLM, which is shown only those constraints, and kept only
+when it validates and its constraint's text supports it (flows/checks/grounding.py). When a response
 is graded, each such constraint gets a rule verdict next to the judge's score, and the policy
 says what counts as passing:
     both   a checkable constraint must score 10 and pass its rule (the default)
@@ -15,6 +16,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from flows.checks import CHECK_SCHEMA, check, validate_spec
+from flows.checks.grounding import ground
 
 RULE_POLICIES = ("both", "judge", "rule")
 
@@ -23,9 +25,15 @@ def checkable_ids(taxonomy) -> list[str]:
     return [d.id for d in taxonomy.dimensions if d.rule_checkable]
 
 
-def needs_checks(constraints: list[dict], taxonomy) -> bool:
+def checkable_constraints(constraints: list[dict], taxonomy) -> list[dict]:
+    """The constraints the extraction call is asked about: those a rule can decide. The others
+    are left out rather than answered null, so that a small model cannot misalign its answers."""
     ids = set(checkable_ids(taxonomy))
-    return any(c["dimension"] in ids for c in constraints)
+    return [c for c in constraints if c["dimension"] in ids]
+
+
+def needs_checks(constraints: list[dict], taxonomy) -> bool:
+    return bool(checkable_constraints(constraints, taxonomy))
 
 
 def checks_schema(n_constraints: int) -> dict:
@@ -37,12 +45,19 @@ def checks_schema(n_constraints: int) -> dict:
 
 
 def accept_checks(constraints: list[dict], checks: list, taxonomy) -> list[str | None]:
-    """The extracted checks that are valid for their constraint's dimension, as JSON text."""
+    """One check (JSON text) or None per constraint. ``checks`` are the extraction's answers, one
+    per checkable constraint in order; a check is kept when it is valid for its constraint's
+    dimension and grounded in the constraint's text, as much of it as the text supports."""
+    answers = iter(checks)
     ids = set(checkable_ids(taxonomy))
     kept = []
-    for constraint, spec in zip(constraints, checks):
-        ok = spec is not None and constraint["dimension"] in ids and validate_spec(spec, constraint["dimension"]) is None
-        kept.append(json.dumps(spec, ensure_ascii=False, sort_keys=True) if ok else None)
+    for constraint in constraints:
+        spec = next(answers, None) if constraint["dimension"] in ids else None
+        if spec is not None and validate_spec(spec, constraint["dimension"]) is None:
+            spec = ground(spec, constraint["text"])
+        else:
+            spec = None
+        kept.append(json.dumps(spec, ensure_ascii=False, sort_keys=True) if spec else None)
     return kept
 
 

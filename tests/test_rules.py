@@ -3,7 +3,7 @@ whose structuring stage attaches checks that grading then runs."""
 import json
 
 from conftest import DEMO_SEEDS, read_rows, run_cli, start_sim
-from flows.rules import accept_checks, agreement, passes, with_rule_verdicts
+from flows.rules import accept_checks, agreement, checkable_constraints, passes, with_rule_verdicts
 from flows.stages.pairs import apply_edit, four_pairing_verdict
 from flows.stages.respond import full_score
 from flows.taxonomy import load_taxonomy
@@ -16,12 +16,21 @@ def constraint(dimension, check=None, cid="c1"):
     return {"id": cid, "text": "t", "dimension": dimension, "dimension_zh": "", "type": "", "check": check}
 
 
-def test_only_valid_checks_on_checkable_dimensions_are_kept():
-    constraints = [constraint("inclusion"), constraint("theme"), constraint("numerical"), constraint("inclusion")]
-    checks = [INCLUDE, INCLUDE, {"kind": "count", "unit": "words", "min": 9, "max": 3}, None]
+def test_checks_answer_only_the_checkable_constraints_and_are_kept_when_valid_and_grounded():
+    constraints = [constraint("inclusion", cid="c1") | {"text": "Mention the river."},
+                   constraint("theme", cid="c2") | {"text": "About rivers."},
+                   constraint("numerical", cid="c3") | {"text": "Use three to nine words."},
+                   constraint("inclusion", cid="c4") | {"text": "Mention the sea."},
+                   constraint("output_format", cid="c5") | {"text": "Use Markdown."}]
+    assert [c["id"] for c in checkable_constraints(constraints, TAXONOMY)] == ["c1", "c3", "c4", "c5"]
+    # one answer per checkable constraint, in order: theme is never asked about
+    checks = [INCLUDE, {"kind": "count", "unit": "words", "min": 9, "max": 3}, INCLUDE,
+              {"kind": "format", "format": "markdown_table"}]
     kept = accept_checks(constraints, checks, TAXONOMY)
     assert json.loads(kept[0]) == INCLUDE
-    assert kept[1:] == [None, None, None]  # theme: no rule decides it; min > max; none given
+    # theme: not asked; min > max: invalid; "river" is not in "Mention the sea."; Markdown is no table
+    assert kept[1:] == [None, None, None, None]
+    assert accept_checks(constraints, [], TAXONOMY) == [None] * 5  # a short answer leaves the rest unchecked
 
 
 def test_verdicts_sit_beside_scores_and_the_policy_decides():
@@ -57,9 +66,10 @@ def test_a_revised_constraint_loses_its_check():
 
 def test_a_build_attaches_checks_in_structuring_and_grades_with_them(tmp_path):
     out = tmp_path / "run"
-    # the extraction call returns random specs, most of them invalid for their dimension: the
-    # simulator seed picks a draw where some validate (any change to the schema or prompt redraws)
-    with start_sim(any_of="random", seed=2) as server:
+    # the extraction call returns random specs, most of them invalid for their dimension or not
+    # grounded in their constraint's text: the simulator seed picks a draw where some are kept
+    # (any change to the schema or prompt redraws)
+    with start_sim(any_of="random", seed=5) as server:
         done = run_cli("run", "--seeds", DEMO_SEEDS, "--limit", 30, "--base-url", server.base_url, "--out", out,
                        "--quiet")
     assert done.returncode == 0, done.stderr

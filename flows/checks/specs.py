@@ -29,7 +29,9 @@ def _bound(what: str) -> dict:
     return {"type": "integer", "minimum": 0, "description": what}
 
 
-_PHRASES = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+_PHRASES = {"type": "array", "minItems": 1,
+            "items": {"type": "string", "minLength": 1,
+                      "description": "Exact words or a phrase, copied from the constraint without surrounding quotes."},
             "description": "Exact words or phrases, copied from the constraint without surrounding quotes."}
 _PHRASE = {"type": "string", "minLength": 1,
            "description": "The exact text, copied from the constraint without surrounding quotes."}

@@ -120,6 +120,14 @@ class TextMaker:
             words = [w.lower() for w in _LATIN_WORD.findall(source)]
             self.words = words or list(_FALLBACK_WORDS)
 
+    def excerpt(self) -> str:
+        """1-4 words (2-6 characters in Chinese) that stand together in the message, for a field
+        the schema says is copied from it (a phrase a rule check looks for)."""
+        units = self.chars if self.chinese else self.words
+        n = self.rng.randint(2, 6) if self.chinese else self.rng.randint(1, 4)
+        start = self.rng.randrange(max(1, len(units) - n + 1))
+        return ("" if self.chinese else " ").join(units[start:start + n])
+
     def phrase(self, n_min: int = 4, n_max: int = 12) -> str:
         n = self.rng.randint(n_min, n_max)
         if self.chinese:
@@ -274,6 +282,8 @@ class SchemaFiller:
         return None
 
     def _string(self, schema: dict, depth: int) -> str:
+        if "copied from" in schema.get("description", "").lower():
+            return self.text.excerpt()
         return self.text.string(schema.get("minLength", 0), schema.get("maxLength"))
 
 

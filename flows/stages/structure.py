@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
+from flows.checks import DIMENSION_KINDS
 from flows.llm.client import LLMFailure
-from flows.rules import accept_checks, checkable_ids, checks_schema, needs_checks
+from flows.rules import accept_checks, checkable_constraints, checkable_ids, checks_schema, needs_checks
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)、．]|[-*•])\s*")
@@ -77,8 +78,9 @@ class StructureStage(Stage):
         """A rule check on each constraint a rule can decide, where the LLM gives a valid one. Checks
         are optional: when the extraction fails the row goes on without them (the client counts it)."""
         try:
-            result = await self.ask(ctx, trace, row, "extract_checks", "checks", checks_schema(len(constraints)),
-                                    constraints=constraints, checkable=checkable_ids(ctx.taxonomy))
+            asked = checkable_constraints(constraints, ctx.taxonomy)
+            result = await self.ask(ctx, trace, row, "extract_checks", "checks", checks_schema(len(asked)),
+                                    constraints=asked, checkable=checkable_ids(ctx.taxonomy), kinds=DIMENSION_KINDS)
         except LLMFailure:
             return constraints
         checks = accept_checks(constraints, result.data["checks"], ctx.taxonomy)
