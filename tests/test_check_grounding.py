@@ -36,6 +36,10 @@ def test_what_a_small_model_read_into_a_constraint_is_cut_to_what_it_says(spec, 
     (count("paragraphs", 2, 2), "About 2 paragraphs.", None),
     (count("paragraphs", 2, 2), "请写两段，约束：每段一个主题。", count("paragraphs", 2, 2)),  # 约束 is no "about"
     (count("sentences", 1, 1), "Answer in a single sentence.", count("sentences", 1, 1)),
+    # Latin words beside Chinese characters (no \b between them for re)
+    ({"kind": "format", "format": "json"}, "以JSON格式列出。", {"kind": "format", "format": "json"}),
+    (count("words", high=5), "用不超过five个words回答", count("words", high=5)),
+    (count("words", high=80), "about80 words at most", None),
     ({"kind": "include", "phrases": ["river", "Bridge"]}, 'Mention "river" and "bridge".',
      {"kind": "include", "phrases": ["river", "Bridge"]}),
     ({"kind": "include", "phrases": ["river", "lake"]}, 'Mention "river".', None),

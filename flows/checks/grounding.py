@@ -20,6 +20,10 @@ import re
 from flows.checks.language import LANGUAGE_NAMES
 from flows.checks.phrases import norm
 
+# Where a Latin word starts and ends. Not \b: Chinese characters are word characters to re, so
+# \bjson would miss the JSON in 以JSON格式.
+_LATIN_START, _LATIN_END = r"(?<![a-z0-9])", r"(?![a-z0-9])"
+
 # Words that name each unit or format, matched in the normalised (case-folded) constraint text.
 UNIT_WORDS = {
     "chars": ("字", "character", "char", "letter"),
@@ -60,8 +64,8 @@ _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四":
 _ZH_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
 _ZH_NUMERAL_RE = re.compile(f"[{''.join(_ZH_DIGITS)}{''.join(_ZH_UNITS)}]+")
 # An approximate limit ("about 200 words", "200字左右", "约200字"); "about" alone is a topic, 约束 a constraint.
-APPROXIMATE_RE = re.compile(r"\b(?:about|around|approximately|roughly|nearly|close to)\s+(?:\d|(?:"
-                            + "|".join(_EN_NUMBERS) + r")\b)|左右|大约|约\s*[\d一二两三四五六七八九十百千]")
+APPROXIMATE_RE = re.compile(r"(?<![a-z])(?:about|around|approximately|roughly|nearly|close to)\s*(?:\d|(?:"
+                            + "|".join(_EN_NUMBERS) + r")(?![a-z]))|左右|大约|约\s*[\d一二两三四五六七八九十百千]")
 
 
 def chinese_numeral(text: str) -> int | None:
@@ -90,7 +94,7 @@ def numbers_in(text: str) -> set[int]:
     """Every whole number the text writes in digits, English words or Chinese numerals."""
     text = norm(text)
     found = {int(m.replace(",", "")) for m in re.findall(r"\d[\d,]*", text) if m.replace(",", "").isdigit()}
-    found |= {n for word, n in _EN_NUMBERS.items() if re.search(rf"\b{word}\b", text)}
+    found |= {n for word, n in _EN_NUMBERS.items() if re.search(_LATIN_START + word + _LATIN_END, text)}
     for m in _ZH_NUMERAL_RE.findall(text):
         n = chinese_numeral(m)
         if n is not None:
@@ -99,9 +103,10 @@ def numbers_in(text: str) -> set[int]:
 
 
 def _names(text: str, words) -> bool:
-    """Whether the text has one of the words: a Latin word where a word starts (so "word" is in
-    "words" but "under" is not in "thunder"), anything else as a plain substring."""
-    return any(re.search(rf"\b{re.escape(w)}", text) if w[0].isascii() and w[0].isalpha() else w in text
+    """Whether the text has one of the words: a Latin word where a Latin word starts (so "word" is
+    in "words" and "json" in "以json格式", but "under" is not in "thunder"), anything else as a
+    plain substring."""
+    return any(re.search(_LATIN_START + re.escape(w), text) if w[0].isascii() and w[0].isalpha() else w in text
                for w in words)
 
 
@@ -112,13 +117,13 @@ def _cues(text: str) -> tuple[bool, bool]:
                             key=lambda pair: -len(pair[0])):
         if _names(text, (cue,)):
             found[side] = True
-            text = re.sub(rf"\b{re.escape(cue)}" if cue[0].isascii() else re.escape(cue), " ", text)
+            text = re.sub((_LATIN_START if cue[0].isascii() else "") + re.escape(cue), " ", text)
     return found["upper"], found["lower"]
 
 
 def _named_language(text: str, code: str) -> bool:
     name = LANGUAGE_NAMES.get(code, code).casefold()
-    return bool(re.search(rf"\b{re.escape(name)}\b", text)) or _names(text, LANGUAGE_WORDS_ZH.get(code, ()))
+    return bool(re.search(_LATIN_START + re.escape(name) + _LATIN_END, text)) or _names(text, LANGUAGE_WORDS_ZH.get(code, ()))
 
 
 def _bounds(spec: dict, text: str, low: str, high: str) -> dict | None:
