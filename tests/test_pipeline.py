@@ -104,10 +104,11 @@ def test_faults_are_survived_and_every_seed_accounted(tmp_path):
     assert stats["hangs"] > 0 and stats["malformed"] > 0
     rows = assert_accounted(tmp_path / "run", 30)
     assert rows["split:sft"]["out"] > 0
-    for stage in STAGES:  # what was lost to faults is named, not silent
+    for stage in STAGES:  # what was lost is named, not silent (the simulator's random rewrites lose the
+        # material of the seeds that have some, as a careless model would)
         assert set(rows[stage]["reasons"]) <= {
             "structuring_refused", "qc_incomplete", "qc_redundant", "unparseable_output", "schema_violation",
-            "server_error", "rate_limited", "timeout", "output_too_long", "structure_empty"}
+            "server_error", "rate_limited", "timeout", "output_too_long", "structure_empty", "material_lost"}
 
 
 def test_api_key_never_reaches_output(sim, tmp_path):

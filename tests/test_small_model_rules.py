@@ -79,6 +79,37 @@ def test_an_expansion_loses_the_delimiters_and_keeps_its_language():
     assert reject is None and out["instruction"] == "写一首关于春天的诗，必须包含“花”字，共四行。"
 
 
+EXTRACT_SEED = "请提取下面这段文字中的人名、地点和时间：2023年5月，李明和同事赵敏在杭州参加了一场关于人工智能的行业会议。"
+
+
+def test_an_expansion_that_replaces_the_seeds_material_is_rejected_with_its_reason():
+    # the 1.5B model's expansion of this seed on the demo run: an example instead of the text
+    client = ScriptedClient({"instruction": "请从给定的文本中提取出人名、地点和时间，然后以JSON格式列出。例如，"
+                                            '{"names": ["李明", "赵敏"], "locations": ["杭州"]}。'})
+    out, reject = asyncio.run(ExpandStage().run_row(seed_row(EXTRACT_SEED), context(client)))
+    assert out is None and reject["reason"] == "material_lost" and "2023年5月，李明" in reject["detail"]
+    kept = ScriptedClient({"instruction": "以JSON格式提取下面文字中的人名、地点和时间：2023年5月，李明和同事赵敏"
+                                          "在杭州参加了一场关于人工智能的行业会议。"})
+    out, reject = asyncio.run(ExpandStage().run_row(seed_row(EXTRACT_SEED), context(kept)))
+    assert reject is None and out["instruction"].endswith("行业会议。")
+
+
+@pytest.mark.parametrize("input_text, reason", [
+    ("2023年5月，李明和同事赵敏在杭州参加了一场关于人工智能的行业会议。", None),
+    ("李明在杭州工作，赵敏在纽约生活。今年5月，公司销售额增长了20%。", "material_lost"),  # invented by the 1.5B model
+])
+def test_structuring_must_keep_the_seeds_material_in_one_of_its_parts(input_text, reason):
+    row = {**seed_row(EXTRACT_SEED), "target_dimensions": ["output_format"],
+           "instruction": "以JSON格式提取下面文字中的人名、地点和时间：2023年5月，李明和同事赵敏在杭州参加了一场关于人工智能的行业会议。"}
+    client = ScriptedClient({"extractable": True, "reason": "", "description": "提取文字中的人名、地点和时间。",
+                             "constraints": [{"text": "以JSON格式列出。", "dimension": "output_format"}],
+                             "input": input_text})
+    ctx = context(client)
+    ctx.config.rule_checks = False
+    out, reject = asyncio.run(StructureStage().run_row(row, ctx))
+    assert (reject or {}).get("reason") == reason
+
+
 def test_structuring_is_told_the_drawn_dimensions_and_may_only_use_them():
     row = {**seed_row("写诗"), "target_dimensions": ["numerical", "inclusion"],
            "instruction": "写一首关于春天的诗，共四行，必须包含“花”字。"}

@@ -8,6 +8,7 @@ from functools import lru_cache
 import re
 
 from flows.language import language_drift
+from flows.material import material_lost
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 from flows.taxonomy import train_count_distribution
 
@@ -68,4 +69,7 @@ class ExpandStage(Stage):
         drift = language_drift(row["text"], instruction)
         if drift:  # the template asks for the seed's language; a seed's language is part of its data
             raise Reject("language_drift", drift)
+        lost = material_lost(row["text"], instruction)
+        if lost:  # the text the seed works on is part of its data, as its language is
+            raise Reject("material_lost", lost)
         return {"target_dimensions": targets, "instruction": instruction}

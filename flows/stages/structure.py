@@ -6,6 +6,7 @@ import re
 
 from flows.checks import DIMENSION_KINDS
 from flows.llm.client import LLMFailure
+from flows.material import material_lost
 from flows.rules import accept_checks, checkable_constraints, checkable_ids, checks_schema, needs_checks
 from flows.stages.base import Reject, RowTrace, Stage, StageContext
 
@@ -69,6 +70,9 @@ class StructureStage(Stage):
         description = data["description"].strip()
         if not description or not constraints:
             raise Reject("structure_empty", "no task description or no constraint after cleaning")
+        lost = material_lost(row["text"], description, data["input"], *(c["text"] for c in constraints))
+        if lost:  # structuring must be faithful: the seed's material is somewhere in the three parts
+            raise Reject("material_lost", lost)
         if ctx.config.rule_checks and needs_checks(constraints, ctx.taxonomy):
             constraints = await self.attach_checks(row, constraints, ctx, trace)
         return {"description": description, "constraints": constraints, "input": normalise_input(data["input"])}
