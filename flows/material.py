@@ -6,9 +6,11 @@ seed's theme and its structuring must be faithful, so that material has to survi
 model sometimes replaces it with text of its own (on the demo seeds the 1.5B model summarised an
 invented sentence about sales instead of the seed's paragraph on shared bikes).
 
-The material is what follows the seed's first colon (: or ：) when it has at least MIN_MATERIAL
-letters and digits. It is kept when at least KEPT_SHARE of its character 5-grams appear in the
-rewrite, compared on letters and digits only (NFKC, case folded), so that changed punctuation,
+The material is what follows the seed's first colon (: or ：) when the clause before the colon
+points at it ("the following paragraph", "this review", "下面这段话", "给定的文本") and does not
+announce requirements instead ("Follow these rules:", "请按以下要求：", "注意以下几点："), and
+when it has at least MIN_MATERIAL letters and digits. It is kept when at least KEPT_SHARE of its
+character 5-grams appear in the rewrite, compared on letters and digits only (NFKC, case folded), so that changed punctuation,
 quotes, spacing or a table layout of the same words still count as kept.
 """
 from __future__ import annotations
@@ -21,6 +23,26 @@ KEPT_SHARE = 0.8
 GRAM = 5
 
 _COLON = re.compile(r"[:：]")
+_CLAUSE_END = re.compile(r"[。.!?！？;；\n]")
+# Words by which an instruction points at the text that follows its colon, and words that say
+# what follows is requirements, not material. Matched in the case-folded clause before the colon.
+POINTERS = ("following", "below", "this", "these", "given", "the text", "the passage", "下面", "以下", "如下",
+            "下列", "这段", "这句", "这条", "这篇", "这首", "这个", "这些", "给定", "所给", "原文")
+REQUIREMENT_WORDS = ("requirement", "rule", "constraint", "guideline", "instruction", "要求", "规定", "规则", "注意",
+                     "约束", "条件")
+
+
+def _pattern(words: tuple[str, ...], whole: bool) -> re.Pattern:
+    """Any of the words; a Latin one from where a word starts (to its end too when ``whole``:
+    "this" is not in "thistle", while "requirement" is in "requirements")."""
+    end = r"(?![a-z])" if whole else ""
+    return re.compile("|".join(rf"(?<![a-z]){re.escape(w)}{end}" if w.isascii() else re.escape(w) for w in words))
+
+
+_POINTER_RE, _REQUIREMENT_RE = _pattern(POINTERS, whole=True), _pattern(REQUIREMENT_WORDS, whole=False)
+# A quotation right after the colon is the material, and what follows it is more instruction
+# ('Rewrite this sentence: "..." Use no commas.').
+_CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』", "'": "'", "‘": "’"}
 
 
 def _letters(text: str) -> str:
@@ -33,11 +55,20 @@ def _grams(letters: str) -> set[str]:
 
 
 def seed_material(seed: str) -> str | None:
-    """The text after the seed's first colon, when it is long enough to be material."""
+    """The text after the seed's first colon (only the quotation, when one opens it), when the
+    clause before the colon points at that text and it is long enough to be material."""
     parts = _COLON.split(seed, maxsplit=1)
     if len(parts) < 2 or len(_letters(parts[1])) < MIN_MATERIAL:
         return None
-    return parts[1].strip()
+    clause = _CLAUSE_END.split(parts[0].casefold())[-1]
+    if not _POINTER_RE.search(clause) or _REQUIREMENT_RE.search(clause):
+        return None
+    material = parts[1].strip()
+    closing = _CLOSING.get(material[:1])
+    end = material.find(closing, 1) if closing else -1
+    if end > 0 and len(_letters(material[1:end])) >= MIN_MATERIAL:
+        return material[1:end]
+    return material
 
 
 def kept_share(material: str, rewrite: str) -> float:

@@ -10,13 +10,20 @@ REVIEW_SEED = ('Classify the sentiment of this product review as positive, negat
                'arrived quickly and sound great, but the ear cushions started peeling after two weeks."')
 
 
-def test_material_is_what_follows_the_first_colon_when_it_is_long_enough():
+def test_material_follows_a_colon_the_instruction_points_at_and_is_long_enough():
     assert seed_material(TABLE_SEED) == "张伟，28岁，工程师，北京；李娜，34岁，教师，成都。"
-    assert seed_material(REVIEW_SEED).startswith('"The headphones')
+    assert seed_material(REVIEW_SEED).startswith("The headphones")  # the quotation
+    assert seed_material('Rewrite this sentence: "We may be able to improve our model." Use no commas.') == \
+        "We may be able to improve our model."  # what follows the quotation is instruction
+    assert seed_material("Summarise the given text: Remote work has reshaped how teams communicate.")
     assert seed_material("写一首关于秋天落叶的短诗。") is None  # no colon
-    assert seed_material("Write a poem. Title: Autumn") is None  # a label, not material
-    assert seed_material("Write a poem with the title: Autumn Leaves") == "Autumn Leaves"  # a title to keep
-    assert seed_material("Explain this: a") is None
+    assert seed_material("Explain this: a") is None  # too short
+    # a colon with nothing pointed at, or requirements rather than material
+    assert seed_material("Write a poem with the title: Autumn Leaves over the Quiet River") is None
+    assert seed_material("写一篇议论文。要求：语言风格客观中立，不少于800字。") is None
+    assert seed_material("请按以下要求写一封信：语气正式，三段，每段不超过五十字。") is None
+    assert seed_material("Write a cover letter. Follow these rules: formal tone, three paragraphs.") is None
+    assert seed_material("Describe a thistle in bloom: purple, spiky and loved by bees.") is None  # not "this"
 
 
 def test_rewrites_that_replaced_the_material_are_lost():
