@@ -41,7 +41,7 @@ def _pattern(words: tuple[str, ...], whole: bool) -> re.Pattern:
 
 _POINTER_RE, _REQUIREMENT_RE = _pattern(POINTERS, whole=True), _pattern(REQUIREMENT_WORDS, whole=False)
 # A quotation right after the colon is the material, and what follows it is more instruction
-# ('Rewrite this sentence: "..." Use no commas.').
+# ('Rewrite this sentence: "..." Use no commas.'), as is a paragraph after a blank line.
 _CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』", "'": "'", "‘": "’"}
 
 
@@ -55,15 +55,15 @@ def _grams(letters: str) -> set[str]:
 
 
 def seed_material(seed: str) -> str | None:
-    """The text after the seed's first colon (only the quotation, when one opens it), when the
-    clause before the colon points at that text and it is long enough to be material."""
+    """The text after the seed's first colon up to a blank line (only the quotation, when one
+    opens it), when the clause before the colon points at that text and it is long enough."""
     parts = _COLON.split(seed, maxsplit=1)
     if len(parts) < 2 or len(_letters(parts[1])) < MIN_MATERIAL:
         return None
     clause = _CLAUSE_END.split(parts[0].casefold())[-1]
     if not _POINTER_RE.search(clause) or _REQUIREMENT_RE.search(clause):
         return None
-    material = parts[1].strip()
+    material = re.split(r"\n\s*\n", parts[1].strip(), maxsplit=1)[0]  # a paragraph after it is instruction again
     closing = _CLOSING.get(material[:1])
     end = material.find(closing, 1) if closing else -1
     if end > 0 and len(_letters(material[1:end])) >= MIN_MATERIAL:

@@ -15,6 +15,8 @@ def test_material_follows_a_colon_the_instruction_points_at_and_is_long_enough()
     assert seed_material(REVIEW_SEED).startswith("The headphones")  # the quotation
     assert seed_material('Rewrite this sentence: "We may be able to improve our model." Use no commas.') == \
         "We may be able to improve our model."  # what follows the quotation is instruction
+    assert seed_material("Expand the following and make it funny: Jeanne has rolled the dice.\n\nItalicize "
+                         "at least 10 text parts.") == "Jeanne has rolled the dice."  # so is a paragraph after it
     assert seed_material("Summarise the given text: Remote work has reshaped how teams communicate.")
     assert seed_material("写一首关于秋天落叶的短诗。") is None  # no colon
     assert seed_material("Explain this: a") is None  # too short
