@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from flows.checks.text import words_pattern
+
 MIN_MATERIAL = 12  # letters and digits after the colon; less is a label ("Title: Autumn")
 KEPT_SHARE = 0.8
 GRAM = 5
@@ -30,16 +32,7 @@ POINTERS = ("following", "below", "this", "these", "given", "the text", "the pas
             "下列", "这段", "这句", "这条", "这篇", "这首", "这个", "这些", "给定", "所给", "原文")
 REQUIREMENT_WORDS = ("requirement", "rule", "constraint", "guideline", "instruction", "要求", "规定", "规则", "注意",
                      "约束", "条件")
-
-
-def _pattern(words: tuple[str, ...], whole: bool) -> re.Pattern:
-    """Any of the words; a Latin one from where a word starts (to its end too when ``whole``:
-    "this" is not in "thistle", while "requirement" is in "requirements")."""
-    end = r"(?![a-z])" if whole else ""
-    return re.compile("|".join(rf"(?<![a-z]){re.escape(w)}{end}" if w.isascii() else re.escape(w) for w in words))
-
-
-_POINTER_RE, _REQUIREMENT_RE = _pattern(POINTERS, whole=True), _pattern(REQUIREMENT_WORDS, whole=False)
+_POINTER_RE, _REQUIREMENT_RE = words_pattern(POINTERS, whole=True), words_pattern(REQUIREMENT_WORDS)
 # A quotation right after the colon is the material, and what follows it is more instruction
 # ('Rewrite this sentence: "..." Use no commas.'), as is a paragraph after a blank line.
 _CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』", "'": "'", "‘": "’"}

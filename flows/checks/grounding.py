@@ -19,10 +19,7 @@ import re
 
 from flows.checks.language import LANGUAGE_NAMES
 from flows.checks.phrases import norm
-
-# Where a Latin word starts and ends. Not \b: Chinese characters are word characters to re, so
-# \bjson would miss the JSON in 以JSON格式.
-_LATIN_START, _LATIN_END = r"(?<![a-z0-9])", r"(?![a-z0-9])"
+from flows.checks.text import words_pattern
 
 # Words that name each unit or format, matched in the normalised (case-folded) constraint text.
 UNIT_WORDS = {
@@ -94,7 +91,7 @@ def numbers_in(text: str) -> set[int]:
     """Every whole number the text writes in digits, English words or Chinese numerals."""
     text = norm(text)
     found = {int(m.replace(",", "")) for m in re.findall(r"\d[\d,]*", text) if m.replace(",", "").isdigit()}
-    found |= {n for word, n in _EN_NUMBERS.items() if re.search(_LATIN_START + word + _LATIN_END, text)}
+    found |= {n for word, n in _EN_NUMBERS.items() if words_pattern((word,), whole=True).search(text)}
     for m in _ZH_NUMERAL_RE.findall(text):
         n = chinese_numeral(m)
         if n is not None:
@@ -102,12 +99,8 @@ def numbers_in(text: str) -> set[int]:
     return found
 
 
-def _names(text: str, words) -> bool:
-    """Whether the text has one of the words: a Latin word where a Latin word starts (so "word" is
-    in "words" and "json" in "以json格式", but "under" is not in "thunder"), anything else as a
-    plain substring."""
-    return any(re.search(_LATIN_START + re.escape(w), text) if w[0].isascii() and w[0].isalpha() else w in text
-               for w in words)
+def _names(text: str, words: tuple[str, ...]) -> bool:
+    return bool(words) and bool(words_pattern(words).search(text))
 
 
 def _cues(text: str) -> tuple[bool, bool]:
@@ -117,13 +110,13 @@ def _cues(text: str) -> tuple[bool, bool]:
                             key=lambda pair: -len(pair[0])):
         if _names(text, (cue,)):
             found[side] = True
-            text = re.sub((_LATIN_START if cue[0].isascii() else "") + re.escape(cue), " ", text)
+            text = words_pattern((cue,)).sub(" ", text)
     return found["upper"], found["lower"]
 
 
 def _named_language(text: str, code: str) -> bool:
     name = LANGUAGE_NAMES.get(code, code).casefold()
-    return bool(re.search(_LATIN_START + re.escape(name) + _LATIN_END, text)) or _names(text, LANGUAGE_WORDS_ZH.get(code, ()))
+    return bool(words_pattern((name,), whole=True).search(text)) or _names(text, LANGUAGE_WORDS_ZH.get(code, ()))
 
 
 def _bounds(spec: dict, text: str, low: str, high: str) -> dict | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Scripts written without spaces between words: Han (with extensions) and Japanese kana. The
 # kana ranges leave out ・ (U+30FB), which is punctuation.
@@ -43,3 +44,14 @@ def lines_outside_fences(text: str) -> list[str]:
 def has_word(text: str) -> bool:
     """Whether the text has a letter or digit (Unicode categories L and N)."""
     return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+@lru_cache(maxsize=None)
+def words_pattern(words: tuple[str, ...], whole: bool = False) -> re.Pattern:
+    """Any of the words, in case-folded text: a Latin word from where a Latin word starts (to
+    where it ends too when ``whole``: "word" is in "words" only without it, "this" never in
+    "thistle"), anything else as a plain substring. Not \\b: Chinese characters are word
+    characters to re, so \\bjson would miss the JSON in 以JSON格式."""
+    end = r"(?![a-z0-9])" if whole else ""
+    return re.compile("|".join(rf"(?<![a-z0-9]){re.escape(w)}{end}" if w[0].isascii() and w[0].isalpha()
+                               else re.escape(w) for w in words))
