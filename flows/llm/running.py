@@ -22,11 +22,19 @@ class BackendError(RuntimeError):
     """A backend could not be started; the message is meant for the user, one line."""
 
 
-def list_models(base_url: str, timeout: float = 2.0) -> list[str]:
+def list_models(base_url: str, timeout: float = 2.0, api_key: str | None = None) -> list[str]:
     """Ids from GET {base_url}/models; raises URLError/OSError when the server is not up."""
-    with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout) as resp:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         payload = json.loads(resp.read().decode("utf-8"))
     return [m["id"] for m in payload.get("data", [])]
+
+
+def server_root(base_url: str) -> str:
+    """http://host:port for a base URL ending in /v1."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
 def wait_until_ready(
@@ -34,15 +42,29 @@ def wait_until_ready(
     timeout: float,
     is_alive: Callable[[], bool] = lambda: True,
     what: str = "LLM server",
+    api_key: str | None = None,
+    health: str | None = None,
 ) -> list[str]:
-    """Poll /models until it answers; fail fast if the process died."""
+    """Poll until the server answers, then return the models it lists; fail fast if the process
+    died or the server refuses the key. With `health` (vLLM's /health, which needs no key and
+    answers 200 once the engine is up), that path is polled first."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if not is_alive():
             raise BackendError(f"{what} exited before it answered at {base_url}")
         try:
-            return list_models(base_url)
+            if health:
+                with urllib.request.urlopen(server_root(base_url) + health, timeout=2.0) as resp:
+                    resp.read()
+            return list_models(base_url, api_key=api_key)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403) and not (health and exc.url.endswith(health)):
+                raise BackendError(f"{what} at {base_url} refused "
+                                   f"{'the API key' if api_key else 'a request without an API key'} "
+                                   f"(HTTP {exc.code})") from None
+            last_error = exc
+            time.sleep(0.25)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last_error = exc
             time.sleep(0.25)
@@ -107,7 +129,8 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def spawn_server(cmd: list[str], *, host: str, port: int, model: str, what: str, log_name: str,
-                 ready_timeout: float, env: dict | None = None, grace: float = 10.0) -> RunningServer:
+                 ready_timeout: float, env: dict | None = None, grace: float = 10.0,
+                 api_key: str | None = None, health: str | None = None) -> RunningServer:
     """Start a model server process, log it under state_dir()/logs, and return once /v1/models
     lists `model`; on any failure the process is stopped and the error names the log."""
     logs = Path(state_dir()) / "logs"
@@ -120,7 +143,8 @@ def spawn_server(cmd: list[str], *, host: str, port: int, model: str, what: str,
                                 env=env, preexec_fn=die_with_parent)
     base_url = f"http://{host}:{port}/v1"
     try:
-        served = wait_until_ready(base_url, ready_timeout, is_alive=lambda: proc.poll() is None, what=what)
+        served = wait_until_ready(base_url, ready_timeout, is_alive=lambda: proc.poll() is None, what=what,
+                                  api_key=api_key, health=health)
         if model not in served:
             raise BackendError(f"{base_url} serves {served}, not {model}")
     except BaseException as exc:

@@ -40,7 +40,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows.llm.running import RunningServer, free_port, stop_process, wait_until_ready
+from flows.llm import vllm
+from flows.llm.running import RunningServer, free_port, server_root, stop_process, wait_until_ready
 
 DEFAULT_MODEL = "simulated-trace"
 
@@ -62,6 +63,8 @@ class SimulatorConfig:
     score_ten_rate: float = 0.85  # P(10) for an integer field with minimum 0, maximum 10
     true_rate: float = 0.9  # P(true) for a boolean field
     any_of: str = "first"  # anyOf/oneOf: "first" option (e.g. null where null comes first) or "random"
+    record: str = ""  # append every chat request body to this JSON-lines file (the vLLM contract test reads it)
+    refuse_all: int = 0  # answer every chat request with this status (e.g. 400) and vLLM's error body
 
     def __post_init__(self) -> None:
         if self.any_of not in ("first", "random"):
@@ -229,23 +232,8 @@ class SchemaFiller:
         n = max(n, len(prefix)) if hi is None else min(max(n, len(prefix)), hi)
         if raw_items is False:  # only the prefixItems are allowed
             n = min(n, len(prefix))
-        item_schema = self.resolve(items)
-        if schema.get("uniqueItems") and isinstance(item_schema, dict) and "enum" in item_schema:
-            choices = list(item_schema["enum"])
-            return self.rng.sample(choices, min(n, len(choices)))
-        out: list = []
-        for i in range(n):
-            sub = prefix[i] if i < len(prefix) else items
-            value = self.value(sub, depth + 1)
-            if schema.get("uniqueItems"):
-                for _ in range(10):
-                    if value not in out:
-                        break
-                    value = self.value(sub, depth + 1)
-                else:
-                    continue
-            out.append(value)
-        return out
+        # (no uniqueItems: the server refuses it, as vLLM does; see refusal())
+        return [self.value(prefix[i] if i < len(prefix) else items, depth + 1) for i in range(n)]
 
     def _bounds(self, schema: dict, step: float) -> tuple[float, float]:
         lo, hi = schema.get("minimum"), schema.get("maximum")
@@ -326,11 +314,25 @@ def make_content(body: dict, config: SimulatorConfig) -> tuple[str, bool]:
 # The server
 # ---------------------------------------------------------------------------------------------
 
-def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, kind: str, code: str | int | None = None, param: str | None = None
+           ) -> JSONResponse:
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        {"error": {"message": message, "type": kind, "param": param, "code": code}},
         status_code=status,
     )
+
+
+def refusal(body: dict, model: str) -> JSONResponse | None:
+    """What vLLM answers a request it will never serve, in its error body: an unknown model
+    (404), a JSON schema with keywords its structured-output backends refuse (400)."""
+    if body.get("model") is not None and body["model"] != model:
+        return _error(404, f"The model `{body['model']}` does not exist. Valid aliases: {model}.",
+                      "NotFoundError", 404, "model")
+    _, schema = json_schema_of(body.get("response_format"))
+    refused = vllm.refused_keywords(schema) if schema else []
+    if refused:
+        return _error(400, vllm.grammar_error(refused), "BadRequestError", 400)
+    return None
 
 
 def validate(body: Any) -> str | None:
@@ -428,10 +430,19 @@ class Simulator:
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
-            return self._status(_error(400, "request body is not valid JSON", "invalid_request_error"))
+            return self._status(_error(400, "request body is not valid JSON", "BadRequestError", 400))
+        if self.config.record:
+            with self._lock, open(self.config.record, "a", encoding="utf-8") as log:
+                log.write(json.dumps(body, ensure_ascii=False) + "\n")
+        if self.config.refuse_all:
+            return self._status(_error(self.config.refuse_all, "Simulated refusal of every request",
+                                       "BadRequestError", self.config.refuse_all))
         problem = validate(body)
         if problem:
-            return self._status(_error(400, problem, "invalid_request_error"))
+            return self._status(_error(400, problem, "BadRequestError", 400))
+        refused = refusal(body, self.config.model)
+        if refused is not None:
+            return self._status(refused)
 
         faults = self.draw()
         if faults.kind == "429":  # a rate limiter answers before the queue
@@ -545,9 +556,22 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    key = os.environ.get(vllm.API_KEY_ENV)
+
+    def guarded(route):
+        """As vLLM's --api-key: /v1 wants 'Authorization: Bearer KEY' and answers 401 without it."""
+        if not key:
+            return route
+
+        async def check(request: Request) -> JSONResponse:
+            if request.headers.get("authorization") != f"Bearer {key}":
+                return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            return await route(request)
+        return check
+
     app = Starlette(routes=[
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/chat/completions", sim.chat, methods=["POST"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/v1/chat/completions", guarded(sim.chat), methods=["POST"]),
         Route("/sim/stats", sim_stats, methods=["GET"]),
         Route("/sim/reset", sim_reset, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
@@ -569,39 +593,39 @@ def config_to_argv(config: SimulatorConfig) -> list[str]:
 
 
 def start(config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-          ready_timeout: float = 30.0) -> RunningServer:
-    """Run the simulator as a subprocess and wait until it answers; stop() it when done."""
+          ready_timeout: float = 30.0, api_key: str | None = None) -> RunningServer:
+    """Run the simulator as a subprocess and wait until it answers; stop() it when done. With
+    an API key it wants that key on /v1, as vLLM does (passed in its environment, never argv)."""
     config = config or SimulatorConfig()
     port = port or free_port(host)
     repo_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, env.get("PYTHONPATH")) if p)
+    env.pop(vllm.API_KEY_ENV, None)
+    if api_key:
+        env[vllm.API_KEY_ENV] = api_key
     cmd = [sys.executable, "-m", "flows.llm.simulator", "--host", host, "--port", str(port),
            "--parent-pid", str(os.getpid()), *config_to_argv(config)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     base_url = f"http://{host}:{port}/v1"
     try:
-        wait_until_ready(base_url, ready_timeout, lambda: proc.poll() is None, "LLM simulator")
+        wait_until_ready(base_url, ready_timeout, lambda: proc.poll() is None, "LLM simulator",
+                         api_key=api_key, health="/health")
     except BaseException:
         stop_process(proc, grace=2.0)
         raise
     return RunningServer(base_url=base_url, model=config.model, process=proc)
 
 
-def _root(base_url: str) -> str:
-    root = base_url.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
-
-
 def stats(base_url: str) -> dict:
     """The counters of the simulator behind base_url (which ends with /v1)."""
-    with urllib.request.urlopen(_root(base_url) + "/sim/stats", timeout=5) as resp:
+    with urllib.request.urlopen(server_root(base_url) + "/sim/stats", timeout=5) as resp:
         return json.loads(resp.read().decode("utf-8"))
 
 
 def reset(base_url: str) -> None:
     """Zero the simulator's counters."""
-    req = urllib.request.Request(_root(base_url) + "/sim/reset", data=b"", method="POST")
+    req = urllib.request.Request(server_root(base_url) + "/sim/reset", data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         resp.read()
 

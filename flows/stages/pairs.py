@@ -42,8 +42,8 @@ def edit_schema(op: str, dimension_ids: list[str], n_constraints: int) -> dict:
         body = {"new_constraints": {"type": "array", "minItems": 1, "maxItems": 2, "items": item}}
     elif op == "delete":
         number = {"type": "integer", "minimum": 1, "maximum": n_constraints}
-        body = {"delete": {"type": "array", "minItems": 1, "maxItems": n_constraints - 1,
-                           "uniqueItems": True, "items": number}}
+        # no uniqueItems (vLLM refuses it): apply_edit reads the numbers as a set
+        body = {"delete": {"type": "array", "minItems": 1, "maxItems": n_constraints - 1, "items": number}}
     else:
         item = {"type": "object", "required": ["number", "text"],
                 "properties": {"number": {"type": "integer", "minimum": 1, "maximum": n_constraints},

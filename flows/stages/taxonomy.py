@@ -11,7 +11,7 @@ def tag_schema(dimension_ids: list[str]) -> dict:
         "properties": {
             "fitting_dimensions": {
                 "type": "array", "items": {"type": "string", "enum": dimension_ids},
-                "minItems": 1, "uniqueItems": True,
+                "minItems": 1,  # no uniqueItems: vLLM refuses it; process() dedupes
             },
             "new_constraint_types": {
                 "type": "array", "maxItems": 3,
