@@ -24,3 +24,17 @@ def prefer_uvloop() -> None:
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
+    """asyncio.gather, except that the first exception cancels the others, and waits for them,
+    before it is raised: when a server refuses the run, no sibling goes on asking it (or a
+    client already closed) and rejects its rows for that."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -124,8 +125,10 @@ def cmd_serve_llm(args) -> int:
     options = {}
     if args.backend == "simulated":
         options = {"latency_mean": args.latency, "capacity": args.capacity}
-    elif args.backend == "vllm" and args.tensor_parallel_size:
-        options = {"tensor_parallel_size": args.tensor_parallel_size}
+    elif args.backend == "vllm":
+        options = {"api_key": os.environ.get(args.api_key_env) or None, "max_num_seqs": args.max_num_seqs}
+        if args.tensor_parallel_size:
+            options["tensor_parallel_size"] = args.tensor_parallel_size
     server = start_backend(args.backend, args.model, host=args.host, port=args.port, **options)
     print(f"{args.backend} LLM ready: {server.base_url} (model {server.model}); Ctrl+C to stop", flush=True)
     stop = threading.Event()
@@ -314,6 +317,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency", type=float, default=0.0, help="simulated: mean latency in seconds")
     s.add_argument("--capacity", type=int, default=64, help="simulated: requests in service at once")
     s.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per replica")
+    s.add_argument("--max-num-seqs", type=int, help="vllm: sequences in a batch")
+    s.add_argument("--api-key-env", default="VLLM_API_KEY",
+                   help="vllm: require the key in this environment variable (default VLLM_API_KEY; unset: no key)")
     s.set_defaults(func=cmd_serve_llm)
 
     r = sub.add_parser("run", help="run a trace build over seed instructions")
@@ -435,6 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trace-build: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from flows.llm.client import ServerRefused  # (imported here: most commands never load the client)
+
+        if not isinstance(exc, ServerRefused):
+            raise
+        # Not a user mistake in the command (exit 2), an incomplete run: nothing was rejected for
+        # it, so the same command against a server that accepts the requests resumes.
+        print(f"trace-build: error: {exc}; no row was rejected for it: fix the server (or report the request), "
+              "then rerun the same command", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

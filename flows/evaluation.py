@@ -19,13 +19,13 @@ a rerun asks again (everything else comes from the request cache).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.aio import gather_or_cancel
 from flows.checks import DIMENSION_KINDS
 from flows.config import EvalConfig
 from flows.contracts import EVAL_ROW, request_seed
@@ -211,8 +211,8 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
         # without a judge of its own, the model under test judges itself (reports say so)
         async with model_and_judge(cfg, cache) as (model, judge):
             log.info("model under test %s, judge %s, %d rows", model.model, judge.model, len(rows))
-            results = list(await asyncio.gather(*(
-                evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress, checks_cache) for r in rows)))
+            results = await gather_or_cancel(*(
+                evaluate_row(r, cfg, model, judge, prompts, taxonomy, progress, checks_cache) for r in rows))
     finally:
         cache.close()
         checks_cache.close()

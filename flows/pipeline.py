@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from typing import Awaitable, Callable, Iterable, Iterator, Protocol
 
+from flows.aio import gather_or_cancel
 from flows.contracts import PARENT, stage_schema
 from flows.stages.base import Stage, StageContext
 from flows.store import ShardStore, input_hash
@@ -155,7 +156,7 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         if out is not None:
             for child in children[stage.name]:
                 progress.expect(child.name)
-            await asyncio.gather(*(walk(out, child) for child in children[stage.name]))
+            await gather_or_cancel(*(walk(out, child) for child in children[stage.name]))
 
     entries = [(stage, done[PARENT[stage.name]]) for stage in remaining if PARENT[stage.name] in done]
     for stage, inputs in entries:
@@ -163,7 +164,7 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         if PARENT[stage.name] != "seeds":
             progress.expect(stage.name, len(inputs))
     waits = [c.wait() for c in collectors.values()]
-    await asyncio.gather(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
+    await gather_or_cancel(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
     return done
 
 
@@ -193,7 +194,7 @@ async def run_window(window: list[tuple[int, list[dict], list[dict]]], stages: l
         for stage, out in done.items():
             counts[stage] += len(out)
 
-    await asyncio.gather(*(one(*shard) for shard in window))
+    await gather_or_cancel(*(one(*shard) for shard in window))
     return dict(counts)
 
 
@@ -235,8 +236,9 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
                 running.discard(job)
                 job.result()  # a failed window stops the build here, with its error
             running.add(asyncio.ensure_future(admitted(number, window)))
-        await asyncio.gather(*running)
+        await gather_or_cancel(*running)
     finally:
         for job in running:
             job.cancel()
+        await asyncio.gather(*running, return_exceptions=True)  # stopped before the client closes
     return dict(totals)

@@ -23,6 +23,7 @@ class ScriptedClient:
     """An LLM client that answers every call with the next scripted JSON and keeps the calls."""
 
     model = "scripted"
+    sampling = {"top_p": 1.0}  # what the real client adds to every request
 
     def __init__(self, *answers: dict):
         self.answers, self.calls = list(answers), []

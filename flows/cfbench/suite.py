@@ -29,11 +29,11 @@ unscored; server errors make the result incomplete and the command exit 1).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
 
+from flows.aio import gather_or_cancel
 from flows.config import EvalConfig
 from flows.contracts import request_seed
 from flows.judged_suite import (
@@ -133,7 +133,7 @@ async def evaluate_cfbench(cfg: EvalConfig, progress: Progress = NoProgress()) -
     try:
         async with model_and_judge(cfg, cache) as (model, judge):
             log.info("model under test %s, judge %s, %d CFBench rows", model.model, judge.model, len(rows))
-            lines = list(await asyncio.gather(*(evaluate_row(r, cfg, model, judge, prompts, progress) for r in rows)))
+            lines = await gather_or_cancel(*(evaluate_row(r, cfg, model, judge, prompts, progress) for r in rows))
     finally:
         cache.close()
     metrics = {

@@ -35,11 +35,11 @@ not scored (server errors make the result incomplete and the command exit 1).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
 
+from flows.aio import gather_or_cancel
 from flows.complexbench.data import Row
 from flows.config import EvalConfig
 from flows.contracts import request_seed
@@ -136,8 +136,8 @@ async def evaluate_row(row: Row, cfg: EvalConfig, model: LLMClient, judge: LLMCl
             return line
         verdicts = [False] * len(row.questions)  # the model failed itself: nothing is followed
         return line | {"verdicts": verdicts, "met_with_dependencies": verdicts}
-    decided = list(await asyncio.gather(*(decide(row, q, instruction, got["response"], cfg, judge, prompts, progress)
-                                          for q in row.questions)))
+    decided = await gather_or_cancel(*(decide(row, q, instruction, got["response"], cfg, judge, prompts, progress)
+                                         for q in row.questions))
     line["questions"] = decided
     failed = next((d["failure"] for d in decided if d["failure"]), None)
     if failed:
@@ -190,7 +190,7 @@ async def evaluate_complexbench(cfg: EvalConfig, progress: Progress = NoProgress
     try:
         async with model_and_judge(cfg, cache) as (model, judge):
             log.info("model under test %s, judge %s, %d ComplexBench instructions", model.model, judge.model, len(rows))
-            lines = list(await asyncio.gather(*(evaluate_row(r, cfg, model, judge, prompts, progress) for r in rows)))
+            lines = await gather_or_cancel(*(evaluate_row(r, cfg, model, judge, prompts, progress) for r in rows))
     finally:
         cache.close()
     metrics = {

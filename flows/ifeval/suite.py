@@ -17,7 +17,6 @@ empty) is scored as an empty response, which follows nothing.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.aio import gather_or_cancel
 from flows.config import EvalConfig
 from flows.contracts import request_seed
 from flows.evalset import spread_sample
@@ -124,7 +124,7 @@ async def _ask_model(cfg: EvalConfig, prompts: list[dict], out_dir: Path, progre
             try:
                 await model.resolve_model()
                 log.info("model under test %s, %d IFEval prompts", model.model, len(prompts))
-                return list(await asyncio.gather(*(_answer(p, cfg, model, progress) for p in prompts)))
+                return await gather_or_cancel(*(_answer(p, cfg, model, progress) for p in prompts))
             finally:
                 await model.aclose()
     finally:

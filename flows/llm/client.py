@@ -25,11 +25,22 @@ except ImportError:
     import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from flows.config import SAMPLING_EXTRA_FIELDS
 from flows.llm.cache import RequestCache, request_key
 from flows.prompts import Prompt
 
 # How each server family takes a JSON schema (the backend profile picks one).
 DIALECTS = ("json_schema", "json_object_schema", "json_object", "none")
+
+
+class ServerRefused(Exception):
+    """The server refuses our requests as such (HTTP 400 other than a too-long context, 401,
+    403, 404, or llama.cpp's validation error): the request is wrong for this server, not the
+    row, so retrying cannot help and rejecting every row would hide it. The run stops."""
+
+    def __init__(self, base_url: str, status: int, message: str, stage: str):
+        super().__init__(f"the LLM server at {base_url} refused a {stage} request: HTTP {status}: {message}")
+        self.base_url, self.status, self.message, self.stage = base_url, status, message, stage
 
 
 class LLMFailure(Exception):
@@ -146,6 +157,35 @@ def rejected_request(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIStatusError) and "validation error" in str(exc).lower()
 
 
+def server_message(exc: openai.APIStatusError) -> str:
+    """What the server said, from vLLM's {"error": {"message": ...}}, its auth middleware's
+    {"error": "Unauthorized"}, FastAPI's {"detail": ...}, or the SDK's own text."""
+    body = exc.body  # the SDK keeps the "error" member when there is one
+    if isinstance(body, str) and body:
+        return body[:300]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("detail") or error
+        if error:
+            return str(error)[:300]
+    return str(exc.message or exc)[:300]
+
+
+def is_context_overflow(exc: openai.APIStatusError) -> bool:
+    text = str(exc).lower()
+    return "context" in text and ("length" in text or "window" in text or "token" in text)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """A request the server will refuse however often it is sent (see ServerRefused)."""
+    if not isinstance(exc, openai.APIStatusError) or isinstance(exc, openai.RateLimitError):
+        return False
+    if rejected_request(exc):
+        return True
+    return exc.status_code in (400, 401, 403, 404, 405, 413, 415, 422) and not is_context_overflow(exc)
+
+
 def is_transient(exc: BaseException) -> bool:
     if rejected_request(exc):
         return False
@@ -191,6 +231,13 @@ def response_format(dialect: str, schema: dict | None) -> dict | None:
     raise ValueError(f"unknown response-format dialect {dialect!r} (one of {', '.join(DIALECTS)})")
 
 
+def token_budget_field(dialect: str) -> str:
+    """The field that caps the answer's tokens: vLLM and OpenAI (the json_schema dialect) take
+    max_completion_tokens and mark max_tokens deprecated; llama.cpp's server and unknown
+    servers know only max_tokens."""
+    return "max_completion_tokens" if dialect == "json_schema" else "max_tokens"
+
+
 def http_client(timeout, connections: int):
     """The SDK's HTTP client with one connection per request slot. aiohttp (openai[aiohttp])
     costs about 40% less CPU per request than the default httpx transport, which matters when
@@ -219,6 +266,8 @@ class LLMClient:
         backoff_s: float = 0.5,
         max_backoff_s: float = 20.0,
         api_key: str | None = None,
+        top_p: float = 1.0,
+        sampling_extra: dict | None = None,
     ):
         if not base_urls:
             raise ValueError("no LLM base URL given")
@@ -229,6 +278,12 @@ class LLMClient:
         self.max_attempts = max_attempts
         self.parse_attempts = parse_attempts
         self.backoff_s = backoff_s
+        # Sent with every request, so no server default (vLLM's --generation-config auto reads
+        # the model's generation_config.json) changes how a build samples.
+        self.sampling = {"top_p": top_p, **(sampling_extra or {})}
+        unknown = sorted(set(self.sampling) - {"top_p", *SAMPLING_EXTRA_FIELDS})
+        if unknown:
+            raise ValueError(f"unknown sampling field {unknown[0]!r} (one of {', '.join(SAMPLING_EXTRA_FIELDS)})")
         self.max_backoff_s = max_backoff_s
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._endpoints = [
@@ -254,6 +309,11 @@ class LLMClient:
         if self.model is None:
             try:
                 models = await self._endpoints[0].client.models.list()
+            except openai.APIStatusError as exc:
+                if exc.status_code in (401, 403):
+                    raise ServerRefused(self._endpoints[0].base_url, exc.status_code, server_message(exc),
+                                        "models") from None
+                raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url}: {exc}") from None
             except openai.APIError as exc:
                 raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url}: {exc}") from None
             ids = [m.id for m in models.data]
@@ -274,7 +334,7 @@ class LLMClient:
         key = request_key(
             model=model, messages=messages, temperature=call.temperature,
             max_tokens=call.max_tokens, seed=call.seed, schema=call.schema,
-            template=call.prompt.version,
+            template=call.prompt.version, sampling=self.sampling,
         )
         usage = self.usage[call.stage]
         hit = cache.get(key)
@@ -307,7 +367,7 @@ class LLMClient:
     async def _send(self, call: LLMCall, model: str, messages: list, seed: int | None):
         usage = self.usage[call.stage]
         body = {"model": model, "messages": messages, "temperature": call.temperature,
-                "max_tokens": call.max_tokens}
+                token_budget_field(self.dialect): call.max_tokens, **self.sampling}
         if seed is not None:
             body["seed"] = seed
         fmt = response_format(self.dialect, call.schema)
@@ -319,6 +379,7 @@ class LLMClient:
             retry=retry_if_exception(is_transient),
             reraise=True,
         )
+        endpoint = self._endpoints[0]
         try:
             async for attempt in retrying:
                 with attempt:
@@ -342,12 +403,12 @@ class LLMClient:
         except openai.RateLimitError as exc:
             raise self._fail(usage, "rate_limited", exc)
         except openai.APIStatusError as exc:
-            text = str(exc).lower()
-            if rejected_request(exc):
-                raise self._fail(usage, "bad_request", exc)
+            if is_refusal(exc):
+                usage.failures["refused"] += 1
+                raise ServerRefused(endpoint.base_url, exc.status_code, server_message(exc), call.stage) from None
             if exc.status_code >= 500:
                 raise self._fail(usage, "server_error", exc)
-            if "context" in text and ("length" in text or "window" in text or "token" in text):
+            if is_context_overflow(exc):
                 raise self._fail(usage, "context_too_long", exc)
             raise self._fail(usage, "bad_request", exc)
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from flows.config import PipelineConfig
 from flows.contracts import content_id, request_seed
-from flows.llm.client import LLMCall, LLMClient, LLMFailure, LLMResult
+from flows.llm.client import LLMCall, LLMClient, LLMFailure, LLMResult, ServerRefused
 from flows.prompts import PromptError, PromptLibrary
 from flows.taxonomy import Taxonomy
 
@@ -84,7 +84,8 @@ class Stage:
         )
         result = await ctx.client.chat(call)
         trace.templates[template] = prompt.version
-        trace.sampling[template] = {"temperature": call.temperature, "max_tokens": call.max_tokens, "seed": call.seed}
+        trace.sampling[template] = {"temperature": call.temperature, "max_tokens": call.max_tokens, "seed": call.seed,
+                                    **ctx.client.sampling}
         trace.model = result.model
         return result
 
@@ -95,8 +96,8 @@ class Stage:
             columns = await self.process(row, ctx, trace)
         except (Reject, LLMFailure) as exc:
             return None, self.reject(row, exc.reason, exc.detail)
-        except PromptError:
-            raise  # a broken template fails every row: stop the run, do not reject them all
+        except (PromptError, ServerRefused):
+            raise  # a broken template or a refusing server fails every row: stop the run, do not reject them all
         except Exception as exc:  # a bug must not lose the row silently: reject it, loudly
             log.exception("stage %s: unexpected error on row %s", self.name, row["row_id"])
             return None, self.reject(row, "internal_error", f"{type(exc).__name__}: {exc}")
