@@ -22,6 +22,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The sampling fields a config may add to every request, beside temperature and top_p: vLLM's
+# (top_k, min_p, repetition_penalty), llama.cpp's name for the last (repeat_penalty), and
+# OpenAI's penalties. Any other name is a config mistake.
+SAMPLING_EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "repeat_penalty", "presence_penalty",
+                         "frequency_penalty")
+
+
 class LLMConfig(_Strict):
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible /v1 URLs (replicas of one model)")
     backend: Literal["simulated", "embedded", "vllm"] | None = Field(None, description="start this backend when no base URL is given")
@@ -37,6 +44,25 @@ class LLMConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     api_key_secret: str | None = Field(None, description="name of a Prefect Secret block holding the key")
     cache_path: str | None = Field(None, description="request cache file; default <run>/llm-cache.sqlite")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent with every request")
+    sampling_extra: dict[str, float] = Field(
+        default_factory=dict, description="more sampling fields sent with every request, for servers that take "
+                                          "them: top_k, min_p, repetition_penalty (vLLM), repeat_penalty "
+                                          "(llama.cpp), presence_penalty, frequency_penalty")
+    # The launched vLLM server (backend: vllm); a server you started yourself ignores these.
+    tensor_parallel_size: int = Field(4, ge=1, description="backend vllm: GPUs per replica")
+    max_num_seqs: int | None = Field(None, ge=1, description="backend vllm: sequences in a batch "
+                                                             "(default: max_in_flight)")
+    host: str = Field("127.0.0.1", description="backend vllm: the address it listens on (0.0.0.0 for "
+                                               "replicas other machines reach)")
+
+    @field_validator("sampling_extra")
+    @classmethod
+    def _known_sampling(cls, value):
+        unknown = sorted(set(value) - set(SAMPLING_EXTRA_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown sampling field {unknown[0]!r} (one of {', '.join(SAMPLING_EXTRA_FIELDS)})")
+        return value
 
 
 class SamplingConfig(_Strict):
@@ -127,6 +153,15 @@ class RunConfig(_Strict):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+
+def request_sampling(cfg: RunConfig) -> dict[str, dict]:
+    """Per call kind, the sampling its requests send: its temperature and token budget, and
+    what the LLM config adds to every request (for the manifest)."""
+    sampling = cfg.pipeline.sampling.model_dump()
+    kinds = [name.removesuffix("_temperature") for name in sampling if name.endswith("_temperature")]
+    return {kind: {"temperature": sampling[f"{kind}_temperature"], "max_tokens": sampling[f"{kind}_max_tokens"],
+                   "top_p": cfg.llm.top_p, **cfg.llm.sampling_extra} for kind in kinds}
 
 
 def one_line(exc: ValidationError, source: str) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flows.config import RunConfig
+from flows.config import RunConfig, request_sampling
 from flows.contracts import (
     MESSAGES,
     PAIR_STAGES,
@@ -295,7 +295,7 @@ def acceptance(store: ShardStore) -> dict:
             if stage == "iopo" and row["detail"].startswith("op="):
                 op = row["detail"][3:].split(";")[0]
                 by_op.setdefault(op, {"tried": 0, "accepted": 0})["tried"] += 1
-    out["iopo_by_edit"] = by_op
+    out["iopo_by_edit"] = dict(sorted(by_op.items()))  # the same order however the shards are laid out
     return out
 
 
@@ -349,6 +349,7 @@ def write_outputs(cfg: RunConfig, store: ShardStore, model: str, dialect: str, p
         "seconds": this_run["seconds"],
         "model": model,
         "dialect": dialect,
+        "sampling": request_sampling(cfg),  # per call kind, what its requests sent
         "templates": {name: prompts.version(name) for name in prompts.names()},
         "taxonomy_version": taxonomy.version_id,
         "config": json.loads(cfg.model_dump_json()),

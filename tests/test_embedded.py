@@ -290,8 +290,9 @@ def test_vllm_command():
                        port=8001, extra=("--max-model-len", "8192"))
     assert cmd == ["vllm", "serve", "Qwen/Qwen2-72B-Instruct", "--host", "0.0.0.0",
                    "--port", "8001", "--tensor-parallel-size", "4", "--enable-prefix-caching",
-                   "--served-model-name", "Qwen/Qwen2-72B-Instruct",
+                   "--served-model-name", "Qwen/Qwen2-72B-Instruct", "--generation-config", "vllm",
                    "--max-model-len", "8192"]
+    assert vllm.command("m", max_num_seqs=128)[-2:] == ["--max-num-seqs", "128"]
     assert vllm.command("m")[3:8] == ["--host", "127.0.0.1", "--port", "8000",
                                       "--tensor-parallel-size"]
 
@@ -304,7 +305,7 @@ def test_vllm_not_installed(monkeypatch, tmp_path):
                         lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
     with pytest.raises(BackendError) as err:
         vllm.start("m")
-    assert str(err.value) == "vllm is not installed: pip install -e '.[vllm]' on a GPU host"
+    assert str(err.value) == vllm.NOT_INSTALLED and f"vLLM {vllm.VERSION}" in vllm.NOT_INSTALLED
 
 
 # -- the real thing -------------------------------------------------------------------------------

@@ -53,9 +53,9 @@ def test_edits_build_x2_and_record_what_changed():
 
 def test_run_builds_dpo_pairs_and_iopo_quadruples(tmp_path):
     out = tmp_path / "run"
-    # random text passes IOPO's four checks for 0-2 of 30 seeds: this simulator seed draws 2 (any
+    # random text passes IOPO's four checks for 0-2 of 30 seeds: this simulator seed draws some (any
     # change to a template or schema redraws; pick another seed then)
-    with start_sim(seed=6) as sim:
+    with start_sim(seed=2) as sim:
         done = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     dpo = [r for p in (out / "stages" / "dpo").glob("shard-*.parquet") for r in read_rows(p)]
