@@ -9,7 +9,7 @@ SEEDS  ?= 6
 MODEL  ?= qwen2.5-coder-1.5b
 OUT    ?= runs/demo
 
-.PHONY: demo test install install-test install-embedded benchmark benchmark-train clean
+.PHONY: demo test install install-test install-embedded install-vllm-contract benchmark benchmark-train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,14 @@ demo: install-embedded
 	$(BIN)/trace-build run --config configs/embedded.yaml --backend-model $(MODEL) \
 	    --limit $(SEEDS) --out $(OUT) --show 2
 
-test: install-test
+# vLLM's own request models, grammar compilers and argument parser for tests/test_vllm_contract.py,
+# in a venv of their own (their pins are not the trainer's); a rerun with nothing changed is a no-op.
+install-vllm-contract:
+	PYTHON=$(PYTHON) TORCH='$(TORCH)' scripts/install-vllm-contract.sh .venv-vllm
+
+test: install-test install-vllm-contract
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON=$(BIN)/python scripts/install-embedded.sh qwen2.5-coder-0.5b
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	VLLM_CONTRACT_VENV=$(CURDIR)/.venv-vllm $(BIN)/python -m pytest -q -p no:cacheprovider
 	VENV=$(VENV) scripts/e2e-prefect.sh
 
 benchmark: install
