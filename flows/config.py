@@ -50,7 +50,8 @@ class LLMConfig(_Strict):
                                           "them: top_k, min_p, repetition_penalty (vLLM), repeat_penalty "
                                           "(llama.cpp), presence_penalty, frequency_penalty")
     # The launched vLLM server (backend: vllm); a server you started yourself ignores these.
-    tensor_parallel_size: int = Field(4, ge=1, description="backend vllm: GPUs per replica")
+    tensor_parallel_size: int = Field(4, ge=1, description="backend vllm: GPUs per replica (Qwen2-72B-Instruct "
+                                                           "in bf16 needs 4 x 80 GB)")
     max_num_seqs: int | None = Field(None, ge=1, description="backend vllm: sequences in a batch "
                                                              "(default: max_in_flight)")
     host: str = Field("127.0.0.1", description="backend vllm: the address it listens on (0.0.0.0 for "

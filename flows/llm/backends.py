@@ -19,7 +19,7 @@ from flows.llm.running import RunningServer
 DIALECTS = {"simulated": "json_schema", "embedded": embedded.RESPONSE_FORMAT_DIALECT,
             "vllm": vllm.RESPONSE_FORMAT_DIALECT}
 DEFAULT_MODELS = {"embedded": "qwen2.5-coder-1.5b", "vllm": "Qwen/Qwen2-72B-Instruct"}
-VLLM_TENSOR_PARALLEL = 4  # Qwen2-72B-Instruct in bf16 needs 4 x 80 GB
+VLLM_TENSOR_PARALLEL = LLMConfig.model_fields["tensor_parallel_size"].default  # one default, the config's
 
 
 def start_backend(name: str, model: str | None = None, host: str = "127.0.0.1", port: int = 0,

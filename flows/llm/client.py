@@ -25,7 +25,6 @@ except ImportError:
     import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from flows.config import SAMPLING_EXTRA_FIELDS
 from flows.llm.cache import RequestCache, request_key
 from flows.prompts import Prompt
 
@@ -38,9 +37,9 @@ class ServerRefused(Exception):
     403, 404, or llama.cpp's validation error): the request is wrong for this server, not the
     row, so retrying cannot help and rejecting every row would hide it. The run stops."""
 
-    def __init__(self, base_url: str, status: int, message: str, stage: str):
-        super().__init__(f"the LLM server at {base_url} refused a {stage} request: HTTP {status}: {message}")
-        self.base_url, self.status, self.message, self.stage = base_url, status, message, stage
+    def __init__(self, base_url: str, exc: openai.APIStatusError, stage: str):
+        self.base_url, self.status, self.message, self.stage = base_url, exc.status_code, server_message(exc), stage
+        super().__init__(f"the LLM server at {base_url} refused a {stage} request: HTTP {self.status}: {self.message}")
 
 
 class LLMFailure(Exception):
@@ -280,10 +279,8 @@ class LLMClient:
         self.backoff_s = backoff_s
         # Sent with every request, so no server default (vLLM's --generation-config auto reads
         # the model's generation_config.json) changes how a build samples.
+        # (LLMConfig checks the names of sampling_extra.)
         self.sampling = {"top_p": top_p, **(sampling_extra or {})}
-        unknown = sorted(set(self.sampling) - {"top_p", *SAMPLING_EXTRA_FIELDS})
-        if unknown:
-            raise ValueError(f"unknown sampling field {unknown[0]!r} (one of {', '.join(SAMPLING_EXTRA_FIELDS)})")
         self.max_backoff_s = max_backoff_s
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._endpoints = [
@@ -309,13 +306,11 @@ class LLMClient:
         if self.model is None:
             try:
                 models = await self._endpoints[0].client.models.list()
-            except openai.APIStatusError as exc:
-                if exc.status_code in (401, 403):
-                    raise ServerRefused(self._endpoints[0].base_url, exc.status_code, server_message(exc),
-                                        "models") from None
-                raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url}: {exc}") from None
             except openai.APIError as exc:
-                raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url}: {exc}") from None
+                url = self._endpoints[0].base_url
+                if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403):
+                    raise ServerRefused(url, exc, "models") from None  # a key it refuses: no call will pass
+                raise LLMFailure("server_unreachable", f"{url}: {exc}") from None
             ids = [m.id for m in models.data]
             if not ids:
                 raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url} lists no model")
@@ -404,8 +399,7 @@ class LLMClient:
             raise self._fail(usage, "rate_limited", exc)
         except openai.APIStatusError as exc:
             if is_refusal(exc):
-                usage.failures["refused"] += 1
-                raise ServerRefused(endpoint.base_url, exc.status_code, server_message(exc), call.stage) from None
+                raise ServerRefused(endpoint.base_url, exc, call.stage) from None
             if exc.status_code >= 500:
                 raise self._fail(usage, "server_error", exc)
             if is_context_overflow(exc):
