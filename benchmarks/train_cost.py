@@ -3,10 +3,12 @@ IOPO and IOPO with precomputed reference log-probs, on the same model, batch and
 as ratios against SFT (the IOPO paper reports memory 1x / 2x / 4x and time 1x / 1.8x / 2.4x for
 SFT / DPO / IOPO).
 
-It runs the trainer's own code: the collator's sequence-major batches, `compute_loss` (policy and
-reference scoring, the loss) and the reference the trainer would use (a frozen second copy under
-full fine-tuning, the adapter switched off under LoRA, or the table `precompute_reference` fills),
-built by the trainer's `setup_models` (full fine-tuning: fp32 master weights, bf16 compute).
+It runs the trainer's own code: transformers' Trainer with trace-build's PreferenceTrainer (the
+collator's sequence-major batches, `batch_loss`, the reference the trainer would use: a frozen
+second copy under full fine-tuning, the adapter switched off under LoRA, or the table
+`reference.precompute` fills; full fine-tuning keeps fp32 master weights, bf16 compute).
+`--engine both` also times a hand-written step on the same batch, and prints the engine's
+seconds per step against it ("vs plain").
 The tokens are random (seeded, the same for every method): cost depends on shapes, not on text.
 Without `--model`, the model is a Qwen2 of a real size, randomly initialised from its config, so
 the script needs no weights and no network.
@@ -16,6 +18,7 @@ the script needs no weights and no network.
     python benchmarks/train_cost.py --size qwen2-7b --lora --gradient-checkpointing --json cost.json
     python benchmarks/train_cost.py --model /models/Qwen2-0.5B-Instruct --methods sft,iopo
     python benchmarks/train_cost.py --size tiny --seq-len 64 --steps 3 --warmup 1   # CPU smoke test
+    python benchmarks/train_cost.py --size tiny --seq-len 256 --micro-batch 4 --engine both --device cpu
 
 Seconds per step are the median over the timed steps; tokens/s counts every sequence of the step
 (IOPO: four per example); peak memory is torch's max_memory_allocated from building the models to
@@ -37,9 +40,10 @@ from pathlib import Path
 import torch
 
 from flows.train import model as M
+from flows.train import reference as R
 from flows.train.config import TrainConfig
 from flows.train.encode import IGNORE, Encoded, collate
-from flows.train.loop import compute_loss, setup_models
+from flows.train.objective import batch_loss
 from flows.train.methods import METHODS, SEQUENCES
 from flows.train.tiny import QWEN2_SIZES, qwen2_config
 
@@ -92,47 +96,115 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, args, examples, device: torch.device, dtype: torch.dtype) -> dict:
-    """Build policy and reference as `loop.train` does, then time warmup + steps optimizer steps."""
+def models(cfg: TrainConfig, args, device: torch.device, dtype: torch.dtype, items: list[dict]):
+    """Policy and reference as flows.train.run builds them, from a random or a local model: full
+    fine-tuning keeps fp32 master weights (bf16 compute), LoRA a base in `dtype`."""
+    policy = build_model(args, dtype if cfg.lora else torch.float32, device, True)
+    if cfg.lora:
+        policy = M.add_lora(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.enable_input_require_grads()
+    mode = cfg.reference_mode
+    if mode == "copy":
+        reference = R.FrozenCopy(build_model(args, dtype if cfg.lora else torch.float32, device, False))
+    elif mode == "adapter":
+        reference = R.AdapterDisabled(policy)
+    elif mode == "precomputed":
+        table = R.precompute(policy, cfg.lora, cfg.method, [(i["id"], i["seqs"]) for i in items], cfg.micro_batch,
+                             0, device, dtype)
+        reference = R.Precomputed(table, SEQUENCES[cfg.method])
+    else:
+        reference = None
+    return policy, reference
+
+
+def measure(name: str, engine: str, args, examples, device: torch.device, dtype: torch.dtype) -> dict:
+    """Time warmup + steps optimizer steps of one method, by the engine (transformers' Trainer, as
+    `trace-build train` runs) or, with --engine plain, by a hand-written step (forward over all
+    sequences, backward, clip, AdamW: the floor the engine's overhead is measured against)."""
     method, reference_setting = parse_method(name)
-    # compute_loss reads only method and beta; the rest mirrors a real run's settings.
     cfg = TrainConfig(method=method, model=args.model or args.size, data="benchmark", lora=args.lora,
                       reference=reference_setting, micro_batch=args.micro_batch, max_length=args.seq_len,
-                      gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype, device=args.device)
-    encoded = [encode_random(e, method) for e in examples]
-    ids = [f"example-{i}" for i in range(len(examples))]
-    batch = {k: v.to(device) for k, v in collate(encoded, method, pad_id=0).items()}
-
+                      gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype,
+                      device="cpu" if device.type == "cpu" else "cuda", learning_rate=1e-6, warmup_ratio=0.0,
+                      max_steps=args.warmup + args.steps)
+    items = [{"id": f"example-{i}", "seqs": encode_random(e, method)} for i, e in enumerate(examples)]
     if device.type == "cuda":  # from here on: weights, reference, optimizer state, activations
         torch.cuda.reset_peak_memory_stats(device)
-    policy, reference = setup_models(cfg, device, dtype, encoded, ids, pad_id=0,
-                                     load=lambda dt, trainable: build_model(args, dt, device, trainable))
+    policy, reference = models(cfg, args, device, dtype, items)
+    time_steps = engine_steps if engine == "trainer" else plain_steps
+    seconds, loss = time_steps(cfg, policy, reference, items, device, dtype)
+    step_s = statistics.median(seconds[args.warmup:])
+    rows = len(items) * len(SEQUENCES[method])
+    return {
+        "method": name, "engine": engine, "sequences": len(SEQUENCES[method]), "rows": rows,
+        "reference": cfg.reference_mode, "seconds_per_step": step_s, "tokens_per_s": rows * args.seq_len / step_s,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "parameters": sum(p.numel() for p in policy.parameters()),
+        "trainable": sum(p.numel() for p in policy.parameters() if p.requires_grad), "loss": loss,
+    }
+
+
+def plain_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[float], float]:
+    batch = {k: v.to(device) for k, v in collate([i["seqs"] for i in items], cfg.method, pad_id=0).items()}
+    ids = [i["id"] for i in items]
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    # One step as in loop.train with grad_accum 1: forward over all sequences, backward, clip, AdamW.
-    # Warmup steps are not timed: they allocate AdamW's state and pick the kernels.
-    seconds = []
-    for _ in range(args.warmup + args.steps):
+    policy.train()
+    seconds, first_loss = [], None
+    for _ in range(cfg.max_steps):
         sync(device)
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss, _ = compute_loss(cfg, policy, reference, batch, ids)
+            loss, _ = batch_loss(cfg.method, cfg.beta, policy, reference, batch, ids)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(device)
         seconds.append(time.perf_counter() - t0)
-    step_s = statistics.median(seconds[args.warmup:])
-    rows, width = batch["input_ids"].shape
-    return {
-        "method": name, "sequences": len(SEQUENCES[method]), "rows": rows, "reference": cfg.reference_mode,
-        "seconds_per_step": step_s, "tokens_per_s": rows * width / step_s,
-        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        "parameters": sum(p.numel() for p in policy.parameters()), "trainable": sum(p.numel() for p in params),
-        "loss": loss.item(),
-    }
+        first_loss = loss.item() if first_loss is None else first_loss
+    return seconds, first_loss
+
+
+def engine_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[float], float]:
+    """The same batch every step, through PreferenceTrainer; a step is timed from the engine's
+    on_step_begin to its on_step_end (data loading, forward, backward, clip, AdamW, scheduler)."""
+    import tempfile
+
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    from flows.train.engine import PreferenceTrainer, collator, training_arguments
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.t0 = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            sync(device)
+            self.seconds.append(time.perf_counter() - self.t0)
+
+    class FixedOrder(PreferenceTrainer):  # every step the one batch: the plain loop's work exactly
+        def _get_train_sampler(self, *a, **kw):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    times = StepTimes()
+    with tempfile.TemporaryDirectory(prefix="train-cost-") as out:
+        args = training_arguments(cfg, Path(out), bf16=dtype == torch.bfloat16)
+        args.save_strategy = "no"
+        trainer = FixedOrder(model=policy, args=args, train_dataset=items * cfg.max_steps,
+                             data_collator=collator(cfg.method, 0), callbacks=[times],
+                             method=cfg.method, beta=cfg.beta, reference=reference)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    first = next(r for r in trainer.state.log_history if "loss" in r)
+    return times.seconds, first["loss"]
 
 
 def free(device: torch.device) -> None:
@@ -143,8 +215,14 @@ def free(device: torch.device) -> None:
 
 
 def add_ratios(results: list[dict]) -> None:
-    sft = next((r for r in results if r["method"] == "sft" and not r.get("oom")), None)
+    """Time and memory against SFT on the same engine; the engine's time against the plain step."""
     for r in results:
+        sft = next((s for s in results if s["method"] == "sft" and s["engine"] == r["engine"] and not s.get("oom")),
+                   None)
+        plain = next((s for s in results if s["method"] == r["method"] and s["engine"] == "plain"
+                      and not s.get("oom")), None)
+        r["engine_overhead"] = (r["seconds_per_step"] / plain["seconds_per_step"]
+                                if plain is not None and not r.get("oom") else None)
         ok = sft is not None and not r.get("oom")
         r["time_ratio"] = r["seconds_per_step"] / sft["seconds_per_step"] if ok else None
         mem_ok = ok and r["peak_memory_gib"] is not None
@@ -155,14 +233,15 @@ def print_table(results: list[dict]) -> None:
     def fmt(value, spec):
         return "n/a" if value is None else format(value, spec)
 
-    print(f"{'method':<20} {'seqs':>4} {'s/step':>9} {'tokens/s':>10} {'peak GiB':>9} {'time x':>7} {'mem x':>7}")
+    print(f"{'method':<20} {'engine':<8} {'seqs':>4} {'s/step':>9} {'tokens/s':>10} {'peak GiB':>9} "
+          f"{'time x':>7} {'mem x':>7} {'vs plain':>8}")
     for r in results:
         if r.get("oom"):
-            print(f"{r['method']:<20} {r['sequences']:>4} {'OOM':>9}")
+            print(f"{r['method']:<20} {r['engine']:<8} {r['sequences']:>4} {'OOM':>9}")
             continue
-        print(f"{r['method']:<20} {r['sequences']:>4} {r['seconds_per_step']:>9.3f} {r['tokens_per_s']:>10.0f} "
-              f"{fmt(r['peak_memory_gib'], '.2f'):>9} {fmt(r['time_ratio'], '.2f'):>7} "
-              f"{fmt(r['memory_ratio'], '.2f'):>7}")
+        print(f"{r['method']:<20} {r['engine']:<8} {r['sequences']:>4} {r['seconds_per_step']:>9.3f} "
+              f"{r['tokens_per_s']:>10.0f} {fmt(r['peak_memory_gib'], '.2f'):>9} {fmt(r['time_ratio'], '.2f'):>7} "
+              f"{fmt(r['memory_ratio'], '.2f'):>7} {fmt(r['engine_overhead'], '.2f'):>8}")
     print("paper (vs SFT): memory " + " / ".join(f"{p['memory']:g}x" for p in PAPER.values())
           + ", time " + " / ".join(f"{p['time']:g}x" for p in PAPER.values()) + " for SFT / DPO / IOPO")
 
@@ -185,6 +264,9 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 on CUDA")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="trainer", choices=["trainer", "plain", "both"],
+                   help="trainer: transformers' Trainer as trace-build trains (default); plain: a hand-written "
+                        "step; both: each, and the engine's overhead as a ratio")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if args.steps < 1 or args.seq_len < 2 or args.micro_batch < 1:
@@ -208,15 +290,19 @@ def main() -> None:
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {gpu}", flush=True)
 
     results = []
+    engines = ["plain", "trainer"] if args.engine == "both" else [args.engine]
     for name in names:
-        free(device)
-        try:
-            results.append(measure(name, args, examples, device, dtype))
-        except torch.cuda.OutOfMemoryError:
-            results.append({"method": name, "sequences": len(SEQUENCES[parse_method(name)[0]]), "oom": True})
-        free(device)
-        r = results[-1]
-        print(f"  {name}: " + ("OOM" if r.get("oom") else f"{r['seconds_per_step']:.3f} s/step"), flush=True)
+        for engine in engines:
+            free(device)
+            try:
+                results.append(measure(name, engine, args, examples, device, dtype))
+            except torch.cuda.OutOfMemoryError:
+                results.append({"method": name, "engine": engine, "oom": True,
+                                "sequences": len(SEQUENCES[parse_method(name)[0]])})
+            free(device)
+            r = results[-1]
+            print(f"  {name} ({engine}): " + ("OOM" if r.get("oom") else f"{r['seconds_per_step']:.3f} s/step"),
+                  flush=True)
     add_ratios(results)
     print_table(results)
     if args.json:

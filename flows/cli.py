@@ -173,7 +173,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from flows.train.config import load_train_config
-    from flows.train.loop import train
+    from flows.train.launch import TrainingFailed, run_training
     from flows.train.report import summary_markdown
 
     cfg = load_train_config(args.config, {
@@ -183,7 +183,8 @@ def cmd_train(args) -> int:
         "lora": False if args.full else None, "reference": args.reference,
         "gradient_checkpointing": args.gradient_checkpointing or None, "dtype": args.dtype,
         "device": args.device, "limit": args.limit, "seed": args.seed, "save_steps": args.save_steps,
-        "save_merged": args.save_merged or None,
+        "save_merged": args.save_merged or None, "nproc": args.nproc, "strategy": args.strategy,
+        "resume": "fresh" if args.fresh else None,
     })
     bar = None
 
@@ -194,10 +195,16 @@ def cmd_train(args) -> int:
         bar.update(record["step"] - bar.n)
         bar.set_postfix(loss=f"{record['loss']:.4f}")
 
-    report = train(cfg, on_log=on_log)
-    if bar is not None:
-        bar.close()
-    print(summary_markdown(report))
+    try:
+        report = run_training(cfg, on_log=on_log)
+    except TrainingFailed as exc:
+        print(f"trace-build: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process gets here
+        print(summary_markdown(report))
     return 0
 
 
@@ -371,7 +378,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--dtype", choices=["auto", "bf16", "fp32"])
     t.add_argument("--save-merged", action="store_true", help="under LoRA, also save merged weights (merged/)")
-    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="auto (default): cuda when a GPU is visible; pick GPUs with CUDA_VISIBLE_DEVICES")
+    t.add_argument("--nproc", type=int, help="processes, data parallel, one per GPU (default: every GPU, 1 on a CPU)")
+    t.add_argument("--strategy", choices=["ddp", "fsdp"],
+                   help="ddp (default): a model per process; fsdp: sharded full fine-tuning")
+    t.add_argument("--fresh", action="store_true",
+                   help="start over: clear the output folder's checkpoints (default: resume from the newest)")
     t.add_argument("--limit", type=int, help="train on the first N examples")
     t.add_argument("--seed", type=int)
     t.add_argument("--save-steps", type=int, help="checkpoint every N steps")

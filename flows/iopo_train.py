@@ -1,8 +1,9 @@
 """The `iopo-train` Prefect flow: train SFT, DPO or IOPO on a trace-build run's splits.
 
-The training itself is flows.train.loop.train; this module starts it with the deployment's
-parameters and reports it in the UI: a progress artifact while it runs, then a table of the
-logged metrics and a markdown summary.
+The training itself is flows.train (transformers' Trainer); this module starts it with the
+deployment's parameters, one process per GPU of the worker's host unless `nproc` says otherwise,
+and reports it in the UI: a progress artifact while it runs, then a table of the logged metrics
+and a markdown summary. Run again, it resumes from the newest checkpoint (`fresh` starts over).
 """
 from __future__ import annotations
 
@@ -45,16 +46,20 @@ def iopo_train(
     config: str | None = "configs/train.yaml",
     out: str | None = None,
     overrides: dict | None = None,
+    nproc: int | None = None,
+    fresh: bool = False,
 ) -> dict:
     """Train `model` with `method` (default: the config's, else iopo) on the splits named by a trace-build `manifest` (a run folder,
     its manifest.json, or a LLaMA-Factory JSON file). `overrides`: any training setting
-    (beta, learning_rate, epochs, max_length, lora, reference, ...), as in configs/train.yaml."""
-    explicit = {"data": manifest, "method": method, "model": model, "out": out}
+    (beta, learning_rate, epochs, max_length, lora, reference, strategy, ...), as in configs/train.yaml.
+    `nproc`: processes (default: every GPU of this host); `fresh`: clear the output folder first."""
+    explicit = {"data": manifest, "method": method, "model": model, "out": out, "nproc": nproc,
+                "resume": "fresh" if fresh else None}
     cfg = load_train_config(config, {**(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}})
-    from flows.train.loop import train  # torch: needed where the flow runs, not where it is deployed
+    from flows.train.launch import run_training  # torch: needed where the flow runs, not where it is deployed
 
     log = ArtifactLog()
-    report = train(cfg, on_log=log)
+    report = run_training(cfg, on_log=log)
     create_table_artifact(key="iopo-train-metrics", table=metrics_table(log.history),
                           description="Metrics per logged step")
     create_markdown_artifact(key="iopo-train-summary", markdown=summary_markdown(report),

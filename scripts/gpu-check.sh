@@ -111,7 +111,7 @@ if torch.cuda.is_available():
     out |= {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
             "capability": f"{props.major}.{props.minor}", "bf16": torch.cuda.is_bf16_supported(),
             "cuda": torch.version.cuda}
-import flows.train.loop  # noqa: E402,F401 -- pydantic, pyarrow, yaml through flows.config
+import flows.train.run  # noqa: E402,F401 -- pydantic, pyarrow, yaml through flows.config
 import flows.train.tiny  # noqa: E402,F401
 import peft  # noqa: E402,F401
 import pydantic  # noqa: E402
@@ -124,7 +124,7 @@ print(json.dumps(out))
 PY
 
 cat >"$WORK/mini_train.py" <<'PY'
-"""A short IOPO training through flows.train.loop.train on toy quadruples (as tests/conftest.py's
+"""A short IOPO training through flows.train.run.train on toy quadruples (as tests/conftest.py's
 toy_quadruples: x1 asks for word a, x2 for word b; y1 = "a a", y2 = "b b") with the tiny Qwen2 of
 flows/train/tiny.py: the loss must fall and both reward accuracies rise, as in the CPU test."""
 import argparse
@@ -133,7 +133,7 @@ import sys
 from pathlib import Path
 
 from flows.train.config import TrainConfig
-from flows.train.loop import train
+from flows.train.run import train
 from flows.train.tiny import save_tiny
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "seven", "music", "paper"]
@@ -174,7 +174,7 @@ result = {"method": "iopo", "tuning": "full" if args.full else "lora", "model": 
           "examples": report["examples"], "steps": report["steps"], "seconds": report["seconds"],
           "device": report["device"], "dtype": report["dtype"], "reference": report["reference"],
           "learning_rate": args.lr, "tokens_per_s_last": history[-1]["tokens_per_s"],
-          "peak_mem_gb": history[-1]["peak_mem_gb"]}
+          "peak_mem_gb": history[-1].get("peak_mem_gb")}
 for key in ("loss", "accuracy_x1", "accuracy_x2", "margin_x1", "margin_x2"):
     result[f"{key}_first"], result[f"{key}_last5"] = first[key], late_mean(key)
 result["checks"] = {

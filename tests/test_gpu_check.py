@@ -20,7 +20,7 @@ WHEELS = REPO / "scripts" / "gpu-wheels.sh"
 COST_PARTS = {"1.5b-full": ("sft", "dpo", "iopo", "iopo-precomputed"), "7b-lora": ("sft", "dpo", "iopo")}
 SEQUENCES = {"sft": 1, "dpo": 2, "iopo": 4, "iopo-precomputed": 4}
 # What the GPU machine runs: the benchmark, the trainer, and the Python blocks of gpu-check.sh.
-ROOTS = ["benchmarks/train_cost.py", "flows/train/loop.py", "flows/train/tiny.py", "flows/train/examples.py"]
+ROOTS = ["benchmarks/train_cost.py", "flows/train/run.py", "flows/train/launch.py", "flows/train/tiny.py", "flows/train/examples.py"]
 
 
 @pytest.fixture(scope="module")

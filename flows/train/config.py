@@ -38,11 +38,19 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="compute dtype: bf16 on a GPU by default "
                                                                        "(fp16 would need loss scaling)")
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: every process on its own GPU "
+                                                   "(choose which with CUDA_VISIBLE_DEVICES)")
+    nproc: int | None = Field(None, ge=1, description="processes, data parallel (one per GPU); default: every GPU "
+                              "of the host, 1 on a CPU")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a whole model per process; fsdp: weights, "
+                                             "gradients and optimizer state sharded over the processes")
+    resume: Literal["auto", "fresh"] = Field("auto", description="auto: continue from the newest complete "
+                                             "checkpoint of the same run in `out`; fresh: clear `out` and start over")
     seed: int = 0
     limit: int | None = Field(None, ge=1, description="train on the first N examples only")
     logging_steps: int = Field(1, ge=1)
-    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (always at the end)")
+    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (always at the end); "
+                                   "a killed run resumes from the last one")
 
     @property
     def output_dir(self) -> Path:

@@ -1,11 +1,5 @@
-"""Policy and reference: loading with transformers (+ peft for LoRA), and the one function that
-scores sequences, summed log-probs of the response tokens.
-
-The reference model, by `reference`:
-    copy         a second, frozen copy of the base weights (full fine-tuning; two models in memory)
-    adapter      the policy itself with its LoRA adapter disabled (one model in memory)
-    precomputed  log-probs computed once by the untrained policy before training and stored with
-                 the data (out/ref_logps.jsonl), so training holds one model and runs one pass less
+"""The policy: loading with transformers (+ peft for LoRA), and the one function that scores
+sequences, summed log-probs of the response tokens. The references are in reference.py.
 """
 from __future__ import annotations
 
@@ -94,37 +88,3 @@ def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]
     sums = torch.zeros(targets.shape[0], dtype=torch.float32, device=targets.device).index_add(0, rows, token_logps)
     return sums, mask.sum(-1)
-
-
-class FrozenCopy:
-    """A second copy of the base model, frozen."""
-
-    def __init__(self, model):
-        self.model = model
-
-    @torch.no_grad()
-    def logps(self, batch: dict, ids: list[str]) -> torch.Tensor:
-        return sequence_logps(self.model, batch)[0]
-
-
-class AdapterDisabled:
-    """The LoRA policy with its adapter switched off: the base weights, no second copy."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    @torch.no_grad()
-    def logps(self, batch: dict, ids: list[str]) -> torch.Tensor:
-        with self.policy.disable_adapter():
-            return sequence_logps(self.policy, batch)[0]
-
-
-class Precomputed:
-    """Reference log-probs looked up by example id; rows are sequence-major like the batch."""
-
-    def __init__(self, table: dict[str, dict[str, float]], names: tuple[str, ...]):
-        self.table, self.names = table, names
-
-    def logps(self, batch: dict, ids: list[str]) -> torch.Tensor:
-        values = [self.table[i][name] for name in self.names for i in ids]
-        return torch.tensor(values, dtype=torch.float32, device=batch["input_ids"].device)
