@@ -127,6 +127,9 @@ def test_mistakes_stop_in_one_line_and_write_nothing(tiny_model_dir, toy_iopo_fi
     one_line_error(run_cli(*train_args(tiny_model_dir, empty, out)), "empty.json", "no rows")
     one_line_error(run_cli(*train_args(tiny_model_dir, toy_iopo_file, out, "--nproc", (os.cpu_count() or 1) + 1)),
                    "nproc", "CPU cores")
+    # accelerate would quietly run CPU processes data parallel: a sharded run asked for is refused
+    one_line_error(run_cli(*train_args(tiny_model_dir, toy_iopo_file, out, "--strategy", "fsdp", "--nproc", 2)),
+                   "fsdp", "CUDA")
     assert not out.exists()
 
 

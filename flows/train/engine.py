@@ -32,8 +32,8 @@ def training_arguments(cfg: TrainConfig, out: Path, bf16: bool) -> TrainingArgum
     if cfg.strategy == "fsdp":
         # Full shard of parameters, gradients and optimizer state, one unit per decoder layer
         # (the model's own _no_split_modules); the full state dict is gathered for saving.
-        fsdp = {"fsdp": "full_shard auto_wrap",
-                "fsdp_config": {"version": 2, "state_dict_type": "FULL_STATE_DICT", "reshard_after_forward": True}}
+        fsdp = {"fsdp": True, "fsdp_config": {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                              "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"}}
     return TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=cfg.micro_batch,

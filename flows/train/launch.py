@@ -23,6 +23,10 @@ from flows.seeds import InputError
 from flows.train.config import TrainConfig
 
 
+# accelerate runs CPU processes data parallel only: it would drop an FSDP request without a word.
+FSDP_NEEDS_GPUS = "strategy fsdp: needs CUDA GPUs (on CPUs the engine runs data parallel only: use strategy ddp)"
+
+
 class TrainingFailed(RuntimeError):
     """A worker process of a launched run exited nonzero (its own error is printed above)."""
 
@@ -38,6 +42,8 @@ def process_count(cfg: TrainConfig) -> int:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda: no GPU is visible to this process (CUDA_VISIBLE_DEVICES, drivers)")
     gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    if cfg.strategy == "fsdp" and not gpu:
+        raise InputError(FSDP_NEEDS_GPUS)
     have = torch.cuda.device_count() if gpu else os.cpu_count() or 1
     wanted = cfg.nproc or (have if gpu else 1)
     if wanted > have:

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from flows.seeds import InputError
 from flows.store import write_json_atomic
 from flows.train import checkpoints as C
 from flows.train import model as M
@@ -119,6 +120,10 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
     args = training_arguments(cfg, out, bf16=dtype == torch.bfloat16)
     device = args.device  # sets up the engine's state: the process group under a launcher
     state = args.distributed_state
+    if cfg.strategy == "fsdp" and device.type != "cuda":
+        from flows.train.launch import FSDP_NEEDS_GPUS
+
+        raise InputError(FSDP_NEEDS_GPUS)
     policy = load_policy(cfg, dtype)
 
     # Data and model have loaded: only now may a fresh start clear what an earlier run left.
