@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.config import ConfigError, load_config
 from flows.train.methods import METHODS
 
+# accelerate runs CPU processes data parallel only: it would drop an FSDP request without a word.
+FSDP_NEEDS_GPUS = "strategy fsdp: needs CUDA GPUs (on CPUs the engine runs data parallel only: use strategy ddp)"
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

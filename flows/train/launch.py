@@ -20,11 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from flows.seeds import InputError
-from flows.train.config import TrainConfig
-
-
-# accelerate runs CPU processes data parallel only: it would drop an FSDP request without a word.
-FSDP_NEEDS_GPUS = "strategy fsdp: needs CUDA GPUs (on CPUs the engine runs data parallel only: use strategy ddp)"
+from flows.train.config import FSDP_NEEDS_GPUS, TrainConfig
 
 
 class TrainingFailed(RuntimeError):

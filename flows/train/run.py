@@ -23,7 +23,7 @@ from flows.store import write_json_atomic
 from flows.train import checkpoints as C
 from flows.train import model as M
 from flows.train import reference as R
-from flows.train.config import TrainConfig
+from flows.train.config import FSDP_NEEDS_GPUS, TrainConfig
 from flows.train.encode import encode_example
 from flows.train.examples import load_examples
 from flows.train.methods import SEQUENCES
@@ -121,8 +121,6 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
     device = args.device  # sets up the engine's state: the process group under a launcher
     state = args.distributed_state
     if cfg.strategy == "fsdp" and device.type != "cuda":
-        from flows.train.launch import FSDP_NEEDS_GPUS
-
         raise InputError(FSDP_NEEDS_GPUS)
     policy = load_policy(cfg, dtype)
 
