@@ -9,6 +9,7 @@ forward pass over all the sequences its method scores (IOPO: four per example).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -167,8 +168,6 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
 
 
 def read_metrics(out: Path) -> list[dict]:
-    import json
-
     path = out / "metrics.jsonl"
     if not path.exists():
         return []
