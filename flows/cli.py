@@ -184,8 +184,12 @@ def cmd_train(args) -> int:
         "gradient_checkpointing": args.gradient_checkpointing or None, "dtype": args.dtype,
         "device": args.device, "limit": args.limit, "seed": args.seed, "save_steps": args.save_steps,
         "save_merged": args.save_merged or None, "nproc": args.nproc, "strategy": args.strategy,
-        "resume": "fresh" if args.fresh else None,
+        "resume": "fresh" if args.fresh else None, "evaluate_after.serve": args.evaluate_after,
     })
+    if cfg.evaluate_after is not None:
+        from flows.train.evaluate_after import check
+
+        check(cfg)  # a mistake in the evaluation settings: one line now, not after the training
     bar = None
 
     def on_log(record: dict) -> None:
@@ -203,8 +207,19 @@ def cmd_train(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process gets here
-        print(summary_markdown(report))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process gets here
+        return 0
+    print(summary_markdown(report))
+    if cfg.evaluate_after is not None:
+        from flows.train.evaluate_after import EvaluationIncomplete, evaluate_after, evaluate_plainly
+
+        try:
+            table = evaluate_after(cfg, report, evaluate_plainly(TqdmProgress(enabled=not args.quiet)))
+        except EvaluationIncomplete as exc:
+            print(f"trace-build: error: {exc}", file=sys.stderr)
+            return 1
+        print(table["markdown"])
+        print(f"table: {Path(table['rows'][0]['out']) / 'table-3.md'}")
     return 0
 
 
@@ -388,6 +403,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, help="train on the first N examples")
     t.add_argument("--seed", type=int)
     t.add_argument("--save-steps", type=int, help="checkpoint every N steps")
+    t.add_argument("--evaluate-after", choices=["vllm", "simulated"], metavar="SERVE",
+                   help="then evaluate the trained model and its base as the paper's Table 3, served by vllm, or "
+                        "by the simulator (a dry run of the wiring); the rest from the config's evaluate_after")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

@@ -273,7 +273,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, m
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if not isinstance(node.get(part), dict):  # absent, null, or a switch like `true`
+                node[part] = {}
+            node = node[part]
         node[leaf] = value
     try:
         return model.model_validate(data)

@@ -67,7 +67,7 @@ def suite_config(cfg: EvalConfig, suite: str, model=None, judge=None) -> EvalCon
     return EvalConfig.model_validate(raw)
 
 
-def _check_data(cfg: EvalConfig) -> None:
+def check_data(cfg: EvalConfig) -> None:
     """Read the benchmark files before anything is paid for: a bad file stops the run at once."""
     if cfg.cfbench_data:
         from flows.cfbench.data import load_rows
@@ -109,30 +109,58 @@ def _cell(value: float | None, incomplete: bool) -> str:
     return "-" if value is None else f"{value:.1f}" + ("*" if incomplete else "")
 
 
-def table_markdown(metrics: dict) -> str:
-    """Table 3 as markdown: this run's row and the paper's, then what each column is read from."""
-    suites = metrics["suites"]
-    incomplete = {key for key, _ in COLUMNS for suite, info in suites.items()
-                  if key.startswith(suite) and info["incomplete"]}
-    header = "| model | " + " | ".join(name for _, name in COLUMNS) + " |"
-    lines = [f"# Table 3: `{metrics['model']}` (judge `{metrics['judge']}`)", "", header,
-             "|---" * (len(COLUMNS) + 1) + "|",
-             f"| `{metrics['model']}` (this run) | "
-             + " | ".join(_cell(metrics["table"][key], key in incomplete) for key, _ in COLUMNS) + " |",
-             f"| {PAPER_ROW} | " + " | ".join(f"{metrics['paper'][key]:.1f}" for key, _ in COLUMNS) + " |", ""]
+def _incomplete_columns(metrics: dict) -> set[str]:
+    return {key for key, _ in COLUMNS for suite, info in metrics["suites"].items()
+            if key.startswith(suite) and info["incomplete"]}
+
+
+def _rows_markdown(rows: list[tuple[str, dict]]) -> list[str]:
+    """The table: one row per (label, metrics), then the paper's."""
+    lines = ["| model | " + " | ".join(name for _, name in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for label, metrics in rows:
+        incomplete = _incomplete_columns(metrics)
+        lines.append(f"| {label} | " + " | ".join(_cell(metrics["table"][key], key in incomplete)
+                                                 for key, _ in COLUMNS) + " |")
+    paper = rows[0][1]["paper"]
+    lines += [f"| {PAPER_ROW} | " + " | ".join(f"{paper[key]:.1f}" for key, _ in COLUMNS) + " |", ""]
+    return lines
+
+
+def _notes(metrics: dict, incomplete: bool) -> list[str]:
+    """What each column is read from, what did not run, and the judges' caveat."""
     read = {"trace": "Trace: strict reading (every constraint scored 10) over {n} rows",
             "ifeval": "IFEval: prompt-level accuracy, strict and loose, over {n} prompts",
             "cfbench": "CFBench: the full set (easy and hard), {n} rows",
             "complexbench": "ComplexBench: DRFR with dependencies ({lang}), {n} instructions"}
-    for suite, info in suites.items():
-        lines.append(f"- {read[suite].format(n=info['scored'], lang=info.get('lang'))}; results in `{info['out']}`.")
-    for suite, why in metrics["not_run"].items():
-        lines.append(f"- {SUITE_NAMES[suite]} not run: {why}.")
+    lines = [f"- {read[suite].format(n=info['scored'], lang=info.get('lang'))}; results in `{info['out']}`."
+             for suite, info in metrics["suites"].items()]
+    lines += [f"- {SUITE_NAMES[suite]} not run: {why}." for suite, why in metrics["not_run"].items()]
     if incomplete:
         lines.append("- \\* incomplete: rows the servers left unscored are not counted; rerun the same command to "
                      "finish (everything already answered comes from the request caches).")
-    lines += ["", ("The paper's judges: CFBench's numbers come from a GPT-4o judge and ComplexBench's from GPT-4, as "
-                   "their authors evaluate; a run judged by another model is not comparable with them.")]
+    return lines + ["", ("The paper's judges: CFBench's numbers come from a GPT-4o judge and ComplexBench's from "
+                         "GPT-4, as their authors evaluate; a run judged by another model is not comparable with them.")]
+
+
+def table_markdown(metrics: dict) -> str:
+    """Table 3 as markdown: this run's row and the paper's, then what each column is read from."""
+    lines = [f"# Table 3: `{metrics['model']}` (judge `{metrics['judge']}`)", ""]
+    lines += _rows_markdown([(f"`{metrics['model']}` (this run)", metrics)])
+    lines += _notes(metrics, bool(_incomplete_columns(metrics)))
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(rows: list[tuple[str, dict]]) -> str:
+    """Table 3 of several models evaluated alike (a trained model and its base): one row each,
+    the paper's, then the judge and results folder of each row. The first row's notes stand for
+    all: their settings are the same."""
+    lines = ["# Table 3: " + " vs ".join(label for label, _ in rows), ""]
+    lines += _rows_markdown(rows)
+    lines += [f"- {label}: `{metrics['model']}`, judged by `{metrics['judge']}`"
+              + (" (itself: give evaluate_after a judge to compare models fairly)"
+                 if metrics["judge"] == metrics["model"] else "") + f"; results in `{metrics['out']}`."
+              for label, metrics in rows]
+    lines += _notes(rows[0][1], any(_incomplete_columns(m) for _, m in rows))
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +173,7 @@ async def evaluate_all(cfg: EvalConfig, progress: Progress = NoProgress()) -> Al
     runners = {"trace": evaluate, "ifeval": evaluate_ifeval, "cfbench": evaluate_cfbench,
                "complexbench": evaluate_complexbench}
     started = time.time()
-    _check_data(cfg)
+    check_data(cfg)
     out_dir = Path(cfg.out)
     results: dict = {}
     with ExitStack() as servers:  # a backend is started once for every suite

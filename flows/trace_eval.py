@@ -44,6 +44,7 @@ async def trace_eval(
     lang: str | None = None,
     cfbench_data: str | None = None,
     complexbench_data: str | None = None,
+    checks_cache: str | None = None,
 ) -> dict:
     """Evaluate a model on Trace (default: the official 1,042-row set; or a run folder's eval
     split), on IFEval (suite "ifeval": the 541 prompts, or score a `responses` file), on CFBench or
@@ -51,12 +52,13 @@ async def trace_eval(
     or on all of them (suite "all": Trace and IFEval, CFBench and ComplexBench where
     `cfbench_data` / `complexbench_data` are given) as the paper's Table 3. The model under test
     is at base_urls (or a backend started for the run); the judge at judge_base_urls /
-    judge_backend, by default the same server."""
+    judge_backend, by default the same server. `checks_cache`: the request cache of rule-check
+    extractions, to share among evaluations with the same judge."""
     cfg = load_config(config, eval_overrides(
         suite=suite, responses=responses, data=data, limit=limit, sample=sample, out=out, base_urls=base_urls, model=model, backend=backend,
         backend_model=backend_model, judge_base_urls=judge_base_urls, judge_model=judge_model,
         judge_backend=judge_backend, judge_backend_model=judge_backend_model, lang=lang, cfbench_data=cfbench_data,
-        complexbench_data=complexbench_data), model=EvalConfig)
+        complexbench_data=complexbench_data, checks_cache=checks_cache), model=EvalConfig)
     progress = ArtifactProgress(prefix="trace-eval-progress", unit="rows")
     if cfg.suite == "ifeval":
         return await _ifeval(cfg, progress)

@@ -76,8 +76,8 @@ def test_iopo_train_flow_reports_progress_metrics_and_summary(harness, tiny_mode
         async with get_client() as client:
             return await client.read_artifacts()
 
-    for _ in range(50):
-        found = {a.key: a for a in asyncio.run(artifacts())}
+    for _ in range(50):  # this run's: other tests' training runs made artifacts of the same keys
+        found = {a.key: a for a in asyncio.run(artifacts()) if a.flow_run_id == state.state_details.flow_run_id}
         if {"iopo-train-progress", "iopo-train-metrics", "iopo-train-summary"} <= set(found):
             break
         time.sleep(0.2)
@@ -85,6 +85,46 @@ def test_iopo_train_flow_reports_progress_metrics_and_summary(harness, tiny_mode
     table = json.loads(found["iopo-train-metrics"].data)
     assert [row["step"] for row in table] == [1, 2, 3, 4] and "accuracy_x2" in table[-1]
     assert "# iopo training" in found["iopo-train-summary"].data
+
+
+def test_iopo_train_flow_closes_the_loop_with_trace_eval_subflows_and_a_table_3_of_two_rows(
+        harness, tiny_model_dir, toy_iopo_file, tmp_path):
+    """evaluate_after: the trained model and its base served (the simulator standing in for vLLM),
+    trace-eval as subflow runs of iopo-train, the table-3 artifact; the base is evaluated once."""
+    from flows.iopo_train import iopo_train
+
+    after = {"serve": "simulated", "limit": 2, "base_results": str(tmp_path / "eval-base")}
+    settings = {"max_steps": 2, "micro_batch": 4, "max_length": 128, "device": "cpu"}
+
+    async def runs_of(parent_id):
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            evals = [r for r in runs if r.parent_task_run_id and (await client.read_task_run(
+                r.parent_task_run_id)).flow_run_id == parent_id]
+            artifacts = await client.read_artifacts()
+        return evals, {a.key: a for a in artifacts if a.flow_run_id == parent_id}
+
+    state = iopo_train(manifest=str(toy_iopo_file), model=str(tiny_model_dir), config=None, out=str(tmp_path / "a"),
+                       overrides=settings, evaluate_after=after, return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert list(result["table_3"]) == ["`iopo` on `model` (this run)", "`model` (base)"]
+    assert result["table_3"]["`model` (base)"]["ifeval_s_acc"] is not None
+    evals, artifacts = asyncio.run(runs_of(state.state_details.flow_run_id))
+    assert sorted(r.state.type.value for r in evals) == ["COMPLETED", "COMPLETED"]
+    assert {r.parameters["backend_model"] for r in evals} == {str(tmp_path / "a" / "merged"), str(tiny_model_dir)}
+    table = artifacts["table-3"].data
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[0] for row in rows] == ["| `iopo` on `model` (this run)", "| `model` (base)"]
+    assert (tmp_path / "a" / "eval" / "table-3.md").read_text() == table
+
+    # a second training run of the same base: only its own model is evaluated
+    state = iopo_train(manifest=str(toy_iopo_file), model=str(tiny_model_dir), config=None, out=str(tmp_path / "b"),
+                       method="dpo", overrides=settings, evaluate_after=after, return_state=True)
+    assert state.is_completed(), state
+    evals, artifacts = asyncio.run(runs_of(state.state_details.flow_run_id))
+    assert [r.parameters["backend_model"] for r in evals] == [str(tmp_path / "b" / "merged")]
+    assert "`model` (base)" in artifacts["table-3"].data
 
 
 def test_trace_eval_flow_reports_progress_and_result_tables(harness, sim, tmp_path):
@@ -98,8 +138,8 @@ def test_trace_eval_flow_reports_progress_and_result_tables(harness, sim, tmp_pa
         async with get_client() as client:
             return await client.read_artifacts()
 
-    for _ in range(50):
-        found = {a.key: a for a in asyncio.run(artifacts())}
+    for _ in range(50):  # this run's: other tests' evaluations made artifacts of the same keys
+        found = {a.key: a for a in asyncio.run(artifacts()) if a.flow_run_id == state.state_details.flow_run_id}
         if {"trace-eval-results", "trace-eval-progress-judge"} <= set(found):
             break
         time.sleep(0.2)

@@ -3,6 +3,7 @@ killed with SIGKILL and run again, TensorBoard read back by its own reader, and 
 must stop a run in one line before anything is written."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +147,25 @@ def test_a_folder_of_another_run_is_refused_on_resume_and_cleared_only_by_fresh(
     assert fresh.returncode == 0, fresh.stderr
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert json.loads((out / "run.json").read_text())["method"] == "dpo" and len(metrics(out)) == 1
+
+
+def test_a_finished_run_stopped_mid_epoch_trains_no_more_when_run_again(tiny_model_dir, toy_iopo_file, tmp_path):
+    """Resumed at its last step in the middle of an epoch, the engine would take one step more
+    before it looks at the count; a finished run must stay as it is."""
+    out = tmp_path / "out"
+    args = train_args(tiny_model_dir, toy_iopo_file, out, "--max-steps", 2)  # 8 steps an epoch
+    assert run_cli(*args).returncode == 0
+    final = (out / "final" / "model.safetensors").read_bytes()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert [r["step"] for r in metrics(out)] == [1, 2]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "final" / "model.safetensors").read_bytes() == final
+    assert json.loads((out / "train_report.json").read_text())["steps"] == 2
+    # killed after its last checkpoint, before the final weights: they come from that checkpoint
+    shutil.rmtree(out / "final")
+    assert run_cli(*args).returncode == 0
+    saved, checkpoint = load_file(out / "final" / "model.safetensors"), load_file(
+        out / "checkpoint-2" / "model.safetensors")
+    assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)
+    assert [r["step"] for r in metrics(out)] == [1, 2]

@@ -4,13 +4,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.config import ConfigError, load_config
 from flows.train.methods import METHODS
 
 # accelerate runs CPU processes data parallel only: it would drop an FSDP request without a word.
 FSDP_NEEDS_GPUS = "strategy fsdp: needs CUDA GPUs (on CPUs the engine runs data parallel only: use strategy ddp)"
+
+
+class EvaluateAfter(BaseModel):
+    """The evaluation a finished training run starts: its final weights (merged under LoRA) served,
+    the IOPO paper's Table 3 suites run on them, and the base model's row beside them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serve: Literal["vllm", "simulated"] = Field(
+        "vllm", description="what serves the weights: vLLM (the project's launcher), or the simulator, which "
+                            "tests the wiring without a GPU (its numbers mean nothing)")
+    config: str | None = Field(None, description="an evaluation config (EvalConfig YAML): the judge, sampling, "
+                                                 "the server's engine settings (model.tensor_parallel_size, ...)")
+    judge_base_urls: list[str] | None = Field(None, description="the judge of Trace, CFBench and ComplexBench; "
+                                                                "default: the config's, else the served model itself")
+    judge_model: str | None = None
+    cfbench_data: str | None = Field(None, description="CFBench's data file: adds its columns (Trace and IFEval "
+                                                       "always run)")
+    complexbench_data: str | None = Field(None, description="ComplexBench's data file: adds its column")
+    limit: int | None = Field(None, ge=1, description="the first N rows of each suite only (a quick look)")
+    base: bool = Field(True, description="also the base model's row, evaluated once and kept in base_results")
+    base_results: str = Field("runs/eval-base", description="where base models' evaluations are kept, one folder "
+                                                            "per model and evaluation settings")
 
 
 class TrainConfig(BaseModel):
@@ -35,7 +58,9 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    save_merged: bool = Field(False, description="under LoRA, also save the base with the adapter merged (merged/)")
+    save_merged: bool = Field(False, description="under LoRA, also save the base with the adapter merged "
+                                                     "(merged/), as a server such as vLLM loads it; on with "
+                                                     "evaluate_after")
     reference: Literal["auto", "copy", "adapter", "precomputed"] = Field(
         "auto", description="auto: adapter under LoRA, copy otherwise")
     gradient_checkpointing: bool = False
@@ -51,9 +76,16 @@ class TrainConfig(BaseModel):
                                              "checkpoint of the same run in `out`; fresh: clear `out` and start over")
     seed: int = 0
     limit: int | None = Field(None, ge=1, description="train on the first N examples only")
+    evaluate_after: EvaluateAfter | None = Field(
+        None, description="when training ends, evaluate the final model (true: with the defaults)")
     logging_steps: int = Field(1, ge=1)
     save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (always at the end); "
                                    "a killed run resumes from the last one")
+
+    @field_validator("evaluate_after", mode="before")
+    @classmethod
+    def _evaluate_after_switch(cls, value):
+        return {} if value is True else None if value is False else value
 
     @property
     def output_dir(self) -> Path:
@@ -62,6 +94,10 @@ class TrainConfig(BaseModel):
         data = Path(self.data)
         run = data if data.is_dir() else data.parent if data.name == "manifest.json" else Path("runs")
         return run / f"train-{self.method}"
+
+    @property
+    def saves_merged(self) -> bool:
+        return self.lora and (self.save_merged or self.evaluate_after is not None)
 
     @property
     def lr(self) -> float:

@@ -84,6 +84,10 @@ class PreferenceTrainer(Trainer):
         self._tokens = 0
         self._since = time.perf_counter()
 
+    def planned_steps(self) -> int:
+        """The optimizer steps of the whole run, as the engine counts them (epochs or max_steps)."""
+        return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids = inputs.pop("ids")
         # The reference too computes under the engine's autocast (only the prepared policy would

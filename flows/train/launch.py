@@ -53,7 +53,9 @@ def run_training(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None)
     from flows.train.run import load_training_data, train
 
     if under_launcher() or process_count(cfg) == 1:
-        return train(cfg, on_log)
+        report = train(cfg, on_log)
+        _release_gpu_memory()
+        return report
     nproc = process_count(cfg)
     load_training_data(cfg)  # a mistake in the data or the model folder: one line, no process started
     checkpoint = None if cfg.resume == "fresh" else C.check_resumable(cfg.output_dir, C.run_identity(cfg))
@@ -68,6 +70,18 @@ def run_training(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None)
         raise TrainingFailed(f"training failed in a worker process (exit {returncode}); its error is above. "
                              "Rerun the same command to resume from the last checkpoint")
     return json.loads((cfg.output_dir / "train_report.json").read_text(encoding="utf-8"))
+
+
+def _release_gpu_memory() -> None:
+    """Give back what torch's allocator still holds once the model is gone, so that a server
+    started next on this GPU (evaluate_after's vLLM) finds it free."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _run_following(command: list[str], metrics: Path, start: int, on_log: Callable[[dict], None] | None) -> int:

@@ -142,20 +142,28 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
     trainer.remove_callback(PrinterCallback)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-    _save_final(trainer, out / "final", state)
-    if state.is_main_process and cfg.lora and cfg.save_merged:
+    # A run that has taken all its steps trains no more: resumed mid-epoch, the engine would take
+    # one more step before it looks at the count.
+    finished = checkpoint is not None and _step(checkpoint) >= trainer.planned_steps()
+    if not finished:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    elif not (out / "final").exists():  # killed between its last checkpoint and the final save
+        trainer._load_from_checkpoint(str(checkpoint))  # what train() does first when it resumes
+    trained = not finished or not (out / "final").exists()
+    if trained:
+        _save_final(trainer, out / "final", state)
+    if state.is_main_process and cfg.saves_merged and (trained or not (out / "merged").exists()):
         # weights a server such as vLLM loads as they are: the base with the adapter merged in
         merged = M.load_model(str(out / "final"), dtype, torch.device("cpu"), trainable=False)
         _save_whole(lambda tmp: (merged.save_pretrained(tmp), data.tokenizer.save_pretrained(tmp)), out / "merged")
     report = {
         "method": cfg.method, "model": cfg.model, "data": cfg.data, "examples": len(data.items),
-        "steps": trainer.state.global_step, "resumed_from": _step(checkpoint) or None,
+        "steps": trainer.state.global_step if not finished else _step(checkpoint), "resumed_from": _step(checkpoint) or None,
         "seconds": round(time.perf_counter() - started, 2), "processes": state.num_processes,
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "strategy": cfg.strategy,
         "reference": cfg.reference_mode, "lora": cfg.lora, "truncated_sequences": data.truncated,
         "config": cfg.model_dump(), "out": str(out), "final": str(out / "final"),
+        "merged": str(out / "merged") if cfg.saves_merged else None,
         "tensorboard": str(out / "tensorboard"),
     }
     history = read_metrics(out)
