@@ -4,8 +4,9 @@
 # `prefect deployment run trace-build/manual --watch` (simulated LLM, a few seeds) with the training
 # trigger on; a worker on the gpu pool trains a tiny model (built in code) on the CPU. Then the
 # flow run's state and artifacts, and the iopo-train/gpu run it started with its manifest (state,
-# artifacts, report), are checked through the API, the Prefect UI is opened on
-# that run in headless Chromium: the page must show it Completed, and the screenshot is kept
+# artifacts, report) with the evaluation it starts when done (trace-eval subflow runs on the trained
+# model and its base, the simulator serving; a table-3 artifact), are checked through the API; the
+# Prefect UI is opened on that run in headless Chromium: the page must show it Completed, and the screenshot is kept
 # under runs/e2e/; last, trace-eval/manual evaluates 3 official rows. Everything started here is
 # stopped by PID on the way out.
 #
@@ -64,9 +65,12 @@ PATH="$BIN:$PATH" "$BIN/prefect" worker start --pool gpu >"$WORK/worker-gpu.log"
 GPU_WORKER_PID=$!
 "$BIN/python" -c "import sys; from flows.train.tiny import save_tiny; save_tiny(sys.argv[1], ['Write a note.'])" \
   "$WORK/tiny-model" >/dev/null 2>&1
+rm -rf "$OUT/train"  # a training run of an earlier e2e would be finished already, its evaluation done
 cat >"$WORK/build.yaml" <<YAML
 training:
-  parameters: {model: "$WORK/tiny-model", max_steps: 2, max_length: 256, device: cpu, out: "$OUT/train"}
+  parameters:
+    {model: "$WORK/tiny-model", max_steps: 2, max_length: 256, device: cpu, out: "$OUT/train",
+     evaluate_after: {serve: simulated, limit: 2, base_results: "$WORK/eval-base"}}
 YAML
 
 # The build starts the training deployment at its end (sft: 4 seeds give too few IOPO rows).
@@ -101,20 +105,31 @@ async def main(flow_run_id, run_dir):
         assert train_run.parameters["method"] == "sft"
         summary = next(a for a in arts if a.key == "trace-build-summary")
         assert training["flow_run_id"] in summary.data, summary.data
-        for _ in range(240):  # the gpu worker picks it up and trains the tiny model
+        for _ in range(600):  # the gpu worker picks it up, trains the tiny model, evaluates it and its base
             train_run = await client.read_flow_run(train_run.id)
             if train_run.state.is_final():
                 break
             await asyncio.sleep(0.5)
         assert train_run.state.is_completed(), train_run.state
-        train_keys = {a.key for a in await client.read_artifacts(artifact_filter=ArtifactFilter(
+        train_artifacts = {a.key: a for a in await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[train_run.id])))}
-        assert {"iopo-train-progress", "iopo-train-metrics", "iopo-train-summary"} <= train_keys, train_keys
+        train_keys = set(train_artifacts)
+        assert {"iopo-train-progress", "iopo-train-metrics", "iopo-train-summary", "table-3"} <= train_keys, train_keys
+        # the loop closed: trace-eval as subflow runs on the trained model and on its base
+        evals = [r for r in await client.read_flow_runs() if r.parent_task_run_id
+                 and (await client.read_task_run(r.parent_task_run_id)).flow_run_id == train_run.id]
+        assert sorted((r.parameters["backend_model"], r.state.type.value) for r in evals) == sorted(
+            [(str(Path(run_dir).parent / "train" / "merged"), "COMPLETED"),
+             (train_run.parameters["overrides"]["model"], "COMPLETED")]), evals
+        rows = [line for line in train_artifacts["table-3"].data.splitlines() if line.startswith("| ")][1:]
+        assert [row.split(" | ")[0] for row in rows] == [
+            "| `sft` on `tiny-model` (this run)", "| `tiny-model` (base)", "| Qwen2-7B IOPO (the IOPO paper)"], rows
     report = json.loads((Path(run_dir).parent / "train" / "train_report.json").read_text())
     assert report["method"] == "sft" and report["steps"] == 2, report
     print(f"state {run.state.type.value}, artifacts {sorted(k for k in keys if k)}; "
           f"training run {train_run.name} of iopo-train/gpu on the manifest: {train_run.state.type.value}, "
-          f"{report['steps']} steps, artifacts {sorted(train_keys)}")
+          f"{report['steps']} steps, artifacts {sorted(train_keys)}; Table 3 of the trained model and its base "
+          f"from {len(evals)} trace-eval subflow runs")
 
 asyncio.run(main(*sys.argv[1:]))
 PY
