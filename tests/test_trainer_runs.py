@@ -169,3 +169,31 @@ def test_a_finished_run_stopped_mid_epoch_trains_no_more_when_run_again(tiny_mod
         out / "checkpoint-2" / "model.safetensors")
     assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)
     assert [r["step"] for r in metrics(out)] == [1, 2]
+
+
+def test_a_refreshed_build_in_the_same_folder_is_another_run_which_replace_starts_over(tiny_model_dir, toy_iopo_file,
+                                                                                       tmp_path):
+    """The nightly: the same data path with new examples. auto refuses it (its checkpoints would
+    mix two datasets), replace (what a build's trigger asks) clears it and trains the new examples,
+    and replace on the same examples resumes as auto does."""
+    out, replace = tmp_path / "out", tmp_path / "replace.yaml"
+    replace.write_text("resume: replace\n")
+    args = train_args(tiny_model_dir, toy_iopo_file, out, "--max-steps", 2, "--save-steps", 1)
+    assert run_cli(*args).returncode == 0
+    rows = json.loads(toy_iopo_file.read_text())
+    toy_iopo_file.write_text(json.dumps(rows[1:] + rows[:1]))  # the same path, examples in another order
+    one_line_error(run_cli(*args), str(out), "another run", "other examples", "--fresh")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    examples = json.loads((out / "run.json").read_text())["examples"]
+
+    refreshed = run_cli(*args, "--config", replace)
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert json.loads((out / "run.json").read_text())["examples"] != examples
+    assert json.loads((out / "train_report.json").read_text())["resumed_from"] is None
+    assert [r["step"] for r in metrics(out)] == [1, 2]
+    (out / "final").rename(tmp_path / "final-before")
+    again = run_cli(*args, "--config", replace)  # the same examples: resumed at the end, nothing trained
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "train_report.json").read_text())["resumed_from"] == 2
+    assert (out / "final" / "model.safetensors").read_bytes() == (
+        tmp_path / "final-before" / "model.safetensors").read_bytes()

@@ -13,7 +13,7 @@ def test_parameters_name_the_manifest_by_absolute_path_with_the_method_and_setti
     request = training_request(cfg, MANIFEST, Path("runs/n1/manifest.json"))
     assert request.deployment == "iopo-train/gpu" and request.skipped is None
     assert request.parameters == {"manifest": str(tmp_path / "runs/n1/manifest.json"), "method": "dpo",
-                                  "overrides": {"beta": 0.2, "model": "/models/qwen"}}
+                                  "overrides": {"resume": "replace", "beta": 0.2, "model": "/models/qwen"}}
 
 
 def test_an_empty_split_starts_nothing_and_says_why(tmp_path):

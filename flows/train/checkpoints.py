@@ -7,7 +7,8 @@
     out/train_report.json
 
 `resume: auto` continues from the newest complete checkpoint of the same run and deletes
-nothing; only `fresh` clears the folder, and only once the data and model have loaded.
+nothing; `replace` does the same but clears the folder of another run (other data: a refreshed
+build); `fresh` always clears it. Clearing waits until the data and model have loaded.
 """
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 RUN_OUTPUTS = (RUN_FILE, "metrics.jsonl", "ref_logps.jsonl", "train_report.json", "tensorboard", "final", "merged")
 
 
-def run_identity(cfg: TrainConfig) -> dict:
-    """The settings a checkpoint is only valid for: a resume under others would mix two runs."""
+def run_identity(cfg: TrainConfig, examples_digest: str) -> dict:
+    """The settings a checkpoint is only valid for: a resume under others would mix two runs. The
+    examples' digest tells a refreshed build in the same folder (a nightly) from the same data."""
     data = Path(cfg.data)
     return {"method": cfg.method, "model": cfg.model, "data": str(data.resolve() if data.exists() else data),
-            "lora": cfg.lora, "lora_r": cfg.lora_r if cfg.lora else None, "reference": cfg.reference_mode,
-            "max_length": cfg.max_length, "seed": cfg.seed, "strategy": cfg.strategy}
+            "examples": examples_digest, "lora": cfg.lora, "lora_r": cfg.lora_r if cfg.lora else None,
+            "reference": cfg.reference_mode, "max_length": cfg.max_length, "seed": cfg.seed, "strategy": cfg.strategy}
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -54,23 +56,35 @@ def newest_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def check_resumable(out: Path, identity: dict) -> Path | None:
-    """The checkpoint to continue from (None: start at step 0); refuses, in one line, a folder that
-    holds another run, whose checkpoints must not be mixed in nor deleted by a rerun."""
-    if not out.exists():
-        return None
+def resume_point(out: Path, identity: dict, resume: str) -> tuple[Path | None, bool]:
+    """(the checkpoint to continue from or None, whether the folder's run outputs must be cleared
+    first). auto: the same run continues and another run is refused in one line (its checkpoints
+    must be neither mixed in nor deleted by a rerun); replace: another run is cleared instead;
+    fresh: always cleared."""
+    if resume == "fresh":
+        return None, True
+    other = other_run(out, identity)
+    if other and resume == "replace":
+        return None, True
+    if other:
+        raise InputError(f"{out}: {other}; resume it with those settings, train into another --out, or start "
+                         "over with --fresh")
+    return (newest_checkpoint(out) if out.exists() else None), False
+
+
+def other_run(out: Path, identity: dict) -> str | None:
+    """What makes the run in `out` another one than `identity`'s, or None."""
     run_file = out / RUN_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         differ = sorted(k for k in identity if previous.get(k) != identity[k])
         if differ:
-            was = ", ".join(f"{k}={previous.get(k)!r}" for k in differ)
-            raise InputError(f"{out}: holds checkpoints of another run ({was}); resume it with those settings, "
-                             f"train into another --out, or start over with --fresh")
-    elif any(checkpoint_step(p) is not None for p in out.glob("checkpoint-*")) or (out / "final").exists():
-        raise InputError(f"{out}: holds checkpoints that no {RUN_FILE} describes; train into another --out, "
-                         f"or start over with --fresh")
-    return newest_checkpoint(out)
+            return "holds checkpoints of another run (" + ", ".join(
+                "other examples" if k == "examples" else f"{k}={previous.get(k)!r}" for k in differ) + ")"
+    elif out.exists() and (any(checkpoint_step(p) is not None for p in out.glob("checkpoint-*"))
+                           or (out / "final").exists()):
+        return f"holds checkpoints that no {RUN_FILE} describes"
+    return None
 
 
 def start_fresh(out: Path) -> None:

@@ -72,8 +72,10 @@ class TrainConfig(BaseModel):
                               "of the host, 1 on a CPU")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a whole model per process; fsdp: weights, "
                                              "gradients and optimizer state sharded over the processes")
-    resume: Literal["auto", "fresh"] = Field("auto", description="auto: continue from the newest complete "
-                                             "checkpoint of the same run in `out`; fresh: clear `out` and start over")
+    resume: Literal["auto", "fresh", "replace"] = Field(
+        "auto", description="auto: continue from the newest complete checkpoint of the same run in `out`, refuse "
+                            "another run's folder; replace: the same, but clear another run's folder (other data: "
+                            "a refreshed build; what a build's training trigger asks); fresh: clear `out`, start over")
     seed: int = 0
     limit: int | None = Field(None, ge=1, description="train on the first N examples only")
     evaluate_after: EvaluateAfter | None = Field(

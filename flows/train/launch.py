@@ -57,8 +57,8 @@ def run_training(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None)
         _release_gpu_memory()
         return report
     nproc = process_count(cfg)
-    load_training_data(cfg)  # a mistake in the data or the model folder: one line, no process started
-    checkpoint = None if cfg.resume == "fresh" else C.check_resumable(cfg.output_dir, C.run_identity(cfg))
+    data = load_training_data(cfg)  # a mistake in the data or the model folder: one line, no process started
+    checkpoint, _ = C.resume_point(cfg.output_dir, C.run_identity(cfg, data.digest()), cfg.resume)
     with tempfile.TemporaryDirectory(prefix="trace-train-") as tmp:
         config_file = Path(tmp) / "config.json"
         config_file.write_text(cfg.model_dump_json(), encoding="utf-8")

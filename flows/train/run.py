@@ -9,10 +9,12 @@ forward pass over all the sequences its method scores (IOPO: four per example).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,6 +37,15 @@ class TrainingData:
     tokenizer: object
     items: list[dict]  # {"id": example id, "seqs": {sequence name: Encoded}}
     truncated: dict[str, int]  # sequences whose prompt / response was cut to max_length
+
+    def digest(self) -> str:
+        """sha256 of the encoded examples: ids, tokens and masks, as the model sees them."""
+        digest = hashlib.sha256()
+        for item in self.items:
+            digest.update(str(item["id"]).encode() + b"\0")
+            for name, seq in sorted(item["seqs"].items()):
+                digest.update(name.encode() + array("q", seq.input_ids).tobytes() + array("q", seq.labels).tobytes())
+        return digest.hexdigest()[:16]
 
 
 def load_training_data(cfg: TrainConfig) -> TrainingData:
@@ -114,8 +125,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
     hf_logging.disable_progress_bar()  # weights loading and saving: our progress is the steps
     out = cfg.output_dir
     data = load_training_data(cfg)
-    identity = C.run_identity(cfg)
-    checkpoint = None if cfg.resume == "fresh" else C.check_resumable(out, identity)
+    identity = C.run_identity(cfg, data.digest())
+    checkpoint, clear = C.resume_point(out, identity, cfg.resume)
     dtype = compute_dtype(cfg)
     set_seed(cfg.seed)  # the LoRA adapter's initial weights too (the engine seeds its own part later)
     args = training_arguments(cfg, out, bf16=dtype == torch.bfloat16)
@@ -127,7 +138,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
 
     # Data and model have loaded: only now may a fresh start clear what an earlier run left.
     if state.is_main_process:
-        if cfg.resume == "fresh":
+        if clear:
             C.start_fresh(out)
         C.record_run(out, identity)
         C.keep_metrics_until(out, _step(checkpoint))

@@ -25,12 +25,16 @@ class TrainingRequest:
 def training_request(training: TrainingConfig, manifest: dict, manifest_path: Path,
                      method: str | None = None) -> TrainingRequest:
     """The flow parameters of the training run: the manifest of the splits (an absolute path: the
-    GPU worker may run elsewhere on a shared file system), the method, the configured settings."""
+    GPU worker may run elsewhere on a shared file system), the method, the configured settings
+    (`resume: replace` unless they say otherwise)."""
     method = method or training.method
     split = SPLIT_FOR[method]
     rows = manifest.get("splits", {}).get(split, {}).get("rows", 0)
     if not rows:
         return TrainingRequest(training.deployment, method, None, f"the {split} split is empty")
+    # A build refreshed in the same folder (the nightly) trains its new examples from the start; a
+    # rerun of the same build resumes. Settings of the build's config come last and win.
+    overrides = {"resume": "replace", **training.parameters}
     return TrainingRequest(training.deployment, method, {
-        "manifest": str(Path(manifest_path).resolve()), "method": method, "overrides": dict(training.parameters),
+        "manifest": str(Path(manifest_path).resolve()), "method": method, "overrides": overrides,
     })
