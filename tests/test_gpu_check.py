@@ -17,7 +17,7 @@ from conftest import REPO
 
 CHECK = REPO / "scripts" / "gpu-check.sh"
 WHEELS = REPO / "scripts" / "gpu-wheels.sh"
-COST_PARTS = {"1.5b-full": ("sft", "dpo", "iopo", "iopo-precomputed"), "7b-lora": ("sft", "dpo", "iopo")}
+COST_PARTS = {"1.5b-full": ("sft", "dpo", "iopo", "iopo-precomputed"), "7b-lora": ("sft", "dpo", "iopo", "iopo-precomputed")}
 SEQUENCES = {"sft": 1, "dpo": 2, "iopo": 4, "iopo-precomputed": 4}
 # What the GPU machine runs: the benchmark, the trainer, and the Python blocks of gpu-check.sh.
 ROOTS = ["benchmarks/train_cost.py", "flows/train/run.py", "flows/train/launch.py", "flows/train/tiny.py", "flows/train/examples.py"]
@@ -37,7 +37,7 @@ def test_the_dry_run_reports_every_part_with_numbers(dry_run):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     report = json.loads((out / "gpu-check.json").read_text())
     parts = {p["name"]: p for p in report["parts"]}
-    expected = {"env", "train-iopo-lora", "train-iopo-full"} | {
+    expected = {"env", "train-iopo-lora", "train-iopo-full", "train-iopo-fsdp"} | {
         f"cost-{group}-{method}" for group, methods in COST_PARTS.items() for method in methods}
     assert set(parts) == expected
     assert report["ok"] and report["mode"] == "dry-run"
@@ -60,12 +60,15 @@ def test_the_dry_run_reports_every_part_with_numbers(dry_run):
     lora, full = parts["cost-7b-lora-sft"]["result"], parts["cost-1.5b-full-sft"]["result"]
     assert lora["trainable"] < lora["parameters"] and full["trainable"] == full["parameters"]
 
-    for name in ("train-iopo-lora", "train-iopo-full"):
+    for name in ("train-iopo-lora", "train-iopo-full", "train-iopo-fsdp"):
         r = parts[name]["result"]
         assert r["passed"] and all(r["checks"].values()), r
         assert r["loss_last5"] < r["loss_first"] - 0.2, r
         assert r["accuracy_x1_last5"] > r["accuracy_x1_first"] and r["accuracy_x2_last5"] > r["accuracy_x2_first"]
-        assert r["steps"] == 40 and r["dtype"] == "bfloat16" and r["device"] == "cpu"
+        assert r["steps"] == 40 and r["dtype"] == "bfloat16" and r["device"].startswith("cpu")  # cpu:0 under torchrun
+    # the FSDP part under torchrun: on CPUs the engine cannot shard, so it takes the path data parallel
+    assert parts["train-iopo-fsdp"]["result"]["strategy"] == "ddp"
+    assert parts["train-iopo-fsdp"]["result"]["distributed"] == "MULTI_CPU"
 
     markdown = (out / "gpu-check.md").read_text()
     assert markdown in done.stdout  # the final table is printed
@@ -114,6 +117,8 @@ def third_party_imports() -> dict[str, set[str]]:
             else:
                 continue
             for name in names:
+                if name.startswith("torch.utils.tensorboard"):  # imports the tensorboard distribution
+                    found.setdefault("tensorboard", set()).add(where)
                 top = name.split(".")[0]
                 if top == "flows":
                     parts = name.split(".")
@@ -137,7 +142,7 @@ def wheel_lists() -> tuple[set[str], dict[str, str]]:
 
 def test_the_wheels_cover_every_import_the_gpu_image_lacks():
     imports = third_party_imports()
-    assert {"torch", "transformers", "peft", "pydantic", "yaml", "pyarrow", "tokenizers"} <= set(imports)
+    assert {"torch", "transformers", "peft", "pydantic", "yaml", "pyarrow", "tokenizers", "tensorboard"} <= set(imports)
     image, pins = wheel_lists()
     wheels = set(pins)
     assert "pydantic" in wheels and "pydantic" not in image

@@ -172,6 +172,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dic
         "steps": trainer.state.global_step if not finished else _step(checkpoint), "resumed_from": _step(checkpoint) or None,
         "seconds": round(time.perf_counter() - started, 2), "processes": state.num_processes,
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "strategy": cfg.strategy,
+        "distributed": state.distributed_type.value,  # what the engine ran: NO, MULTI_GPU, MULTI_CPU, FSDP
         "reference": cfg.reference_mode, "lora": cfg.lora, "truncated_sequences": data.truncated,
         "config": cfg.model_dump(), "out": str(out), "final": str(out / "final"),
         "merged": str(out / "merged") if cfg.saves_merged else None,
