@@ -8,7 +8,8 @@ collator's sequence-major batches, `batch_loss`, the reference the trainer would
 second copy under full fine-tuning, the adapter switched off under LoRA, or the table
 `reference.precompute` fills; full fine-tuning keeps fp32 master weights, bf16 compute).
 `--engine both` also times a hand-written step on the same batch, and prints the engine's
-seconds per step against it ("vs plain").
+seconds per step against it ("vs plain"); `--engine all` adds TRL's DPOTrainer for DPO on the same
+model and batch where TRL is installed ("vs TRL": our DPO's seconds per step against TRL's).
 The tokens are random (seeded, the same for every method): cost depends on shapes, not on text.
 Without `--model`, the model is a Qwen2 of a real size, randomly initialised from its config, so
 the script needs no weights and no network.
@@ -19,6 +20,7 @@ the script needs no weights and no network.
     python benchmarks/train_cost.py --model /models/Qwen2-0.5B-Instruct --methods sft,iopo
     python benchmarks/train_cost.py --size tiny --seq-len 64 --steps 3 --warmup 1   # CPU smoke test
     python benchmarks/train_cost.py --size tiny --seq-len 256 --micro-batch 4 --engine both --device cpu
+    python benchmarks/train_cost.py --size tiny --seq-len 256 --micro-batch 4 --engine all --methods dpo
 
 Seconds per step are the median over the timed steps; tokens/s counts every sequence of the step
 (IOPO: four per example); peak memory is torch's max_memory_allocated from building the models to
@@ -132,9 +134,14 @@ def measure(name: str, engine: str, args, examples, device: torch.device, dtype:
     items = [{"id": f"example-{i}", "seqs": encode_random(e, method)} for i, e in enumerate(examples)]
     if device.type == "cuda":  # from here on: weights, reference, optimizer state, activations
         torch.cuda.reset_peak_memory_stats(device)
+    if engine == "trl":  # TRL builds its own reference (a copy, the adapter off, or its precomputed table)
+        cfg = cfg.model_copy(update={"reference": "copy" if not cfg.lora else "adapter"})
     policy, reference = models(cfg, args, device, dtype, items)
-    time_steps = engine_steps if engine == "trainer" else plain_steps
-    seconds, loss = time_steps(cfg, policy, reference, items, device, dtype)
+    if engine == "trl":
+        seconds, loss = trl_steps(cfg, reference_setting == "precomputed", policy, reference, examples, dtype)
+    else:
+        time_steps = engine_steps if engine == "trainer" else plain_steps
+        seconds, loss = time_steps(cfg, policy, reference, items, device, dtype)
     step_s = statistics.median(seconds[args.warmup:])
     rows = len(items) * len(SEQUENCES[method])
     return {
@@ -207,6 +214,64 @@ def engine_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[flo
     return times.seconds, first["loss"]
 
 
+def trl_steps(cfg, precompute: bool, policy, reference, examples, dtype) -> tuple[list[float], float]:
+    """The same DPO batch through TRL's DPOTrainer (sigmoid loss, its own collator and reference).
+    TRL takes text: a word-level tokenizer with one word per id ("t17") turns the random ids into
+    text that tokenizes back to them, so the sequences are ours, plus the EOS TRL appends."""
+    import tempfile
+
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models as word_models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer
+
+    words = Tokenizer(word_models.WordLevel({f"t{i}": i for i in range(policy.config.vocab_size)}, unk_token="t0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="t0", pad_token="t0")
+
+    def text(ids: list[int]) -> str:
+        return " ".join(f"t{i}" for i in ids)
+
+    rows = [{"prompt": text(e["x1"]), "chosen": f" {text(e['y1'])} ", "rejected": f" {text(e['y2'])} "}
+            for e in examples] * cfg.max_steps
+    device = next(policy.parameters()).device
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.t0 = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            sync(device)
+            self.seconds.append(time.perf_counter() - self.t0)
+
+    times = StepTimes()
+    with tempfile.TemporaryDirectory(prefix="train-cost-trl-") as out:
+        args = DPOConfig(output_dir=out, per_device_train_batch_size=cfg.micro_batch, gradient_accumulation_steps=1,
+                         max_steps=cfg.max_steps, learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=0,
+                         max_grad_norm=cfg.max_grad_norm, optim="adamw_torch", beta=cfg.beta, loss_type=["sigmoid"],
+                         bf16=dtype == torch.bfloat16, gradient_checkpointing=cfg.gradient_checkpointing,
+                         max_length=None, precompute_ref_log_probs=precompute, logging_steps=1, save_strategy="no",
+                         report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu", seed=0)
+        ref_model = reference.model if isinstance(reference, R.FrozenCopy) and not precompute else None
+        trainer = DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, callbacks=[times])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    first = next(r for r in trainer.state.log_history if "loss" in r)
+    return times.seconds, first["loss"]
+
+
+def trl_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is not None
+
+
 def free(device: torch.device) -> None:
     """Drop what the last method left (its models are out of scope) so the next starts from zero."""
     gc.collect()
@@ -223,6 +288,10 @@ def add_ratios(results: list[dict]) -> None:
                       and not s.get("oom")), None)
         r["engine_overhead"] = (r["seconds_per_step"] / plain["seconds_per_step"]
                                 if plain is not None and not r.get("oom") else None)
+        trl = next((s for s in results if s["method"] == r["method"] and s["engine"] == "trl" and not s.get("oom")),
+                   None)
+        r["vs_trl"] = (r["seconds_per_step"] / trl["seconds_per_step"]
+                       if trl is not None and r["engine"] == "trainer" and not r.get("oom") else None)
         ok = sft is not None and not r.get("oom")
         r["time_ratio"] = r["seconds_per_step"] / sft["seconds_per_step"] if ok else None
         mem_ok = ok and r["peak_memory_gib"] is not None
@@ -234,14 +303,14 @@ def print_table(results: list[dict]) -> None:
         return "n/a" if value is None else format(value, spec)
 
     print(f"{'method':<20} {'engine':<8} {'seqs':>4} {'s/step':>9} {'tokens/s':>10} {'peak GiB':>9} "
-          f"{'time x':>7} {'mem x':>7} {'vs plain':>8}")
+          f"{'time x':>7} {'mem x':>7} {'vs plain':>8} {'vs TRL':>7}")
     for r in results:
         if r.get("oom"):
             print(f"{r['method']:<20} {r['engine']:<8} {r['sequences']:>4} {'OOM':>9}")
             continue
         print(f"{r['method']:<20} {r['engine']:<8} {r['sequences']:>4} {r['seconds_per_step']:>9.3f} "
               f"{r['tokens_per_s']:>10.0f} {fmt(r['peak_memory_gib'], '.2f'):>9} {fmt(r['time_ratio'], '.2f'):>7} "
-              f"{fmt(r['memory_ratio'], '.2f'):>7} {fmt(r['engine_overhead'], '.2f'):>8}")
+              f"{fmt(r['memory_ratio'], '.2f'):>7} {fmt(r['engine_overhead'], '.2f'):>8} {fmt(r['vs_trl'], '.2f'):>7}")
     print("paper (vs SFT): memory " + " / ".join(f"{p['memory']:g}x" for p in PAPER.values())
           + ", time " + " / ".join(f"{p['time']:g}x" for p in PAPER.values()) + " for SFT / DPO / IOPO")
 
@@ -264,9 +333,10 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 on CUDA")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="trainer", choices=["trainer", "plain", "both"],
+    p.add_argument("--engine", default="trainer", choices=["trainer", "plain", "both", "trl", "all"],
                    help="trainer: transformers' Trainer as trace-build trains (default); plain: a hand-written "
-                        "step; both: each, and the engine's overhead as a ratio")
+                        "step; both: each, and the engine's overhead as a ratio; trl: TRL's DPOTrainer (dpo "
+                        "only); all: the three, and our DPO against TRL's")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if args.steps < 1 or args.seq_len < 2 or args.micro_batch < 1:
@@ -290,9 +360,16 @@ def main() -> None:
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {gpu}", flush=True)
 
     results = []
-    engines = ["plain", "trainer"] if args.engine == "both" else [args.engine]
+    engines = {"both": ["plain", "trainer"], "all": ["plain", "trainer", "trl"]}.get(args.engine, [args.engine])
+    if "trl" in engines and not trl_installed():
+        if args.engine == "trl":
+            raise SystemExit("--engine trl: TRL is not installed (pip install trl)")
+        print("TRL is not installed: no TRL rows (pip install trl)")
+        engines.remove("trl")
     for name in names:
         for engine in engines:
+            if engine == "trl" and parse_method(name)[0] != "dpo":
+                continue  # TRL's DPOTrainer trains DPO only
             free(device)
             try:
                 results.append(measure(name, engine, args, examples, device, dtype))

@@ -1,11 +1,13 @@
 """The trainer (transformers' Trainer with our losses) on a tiny Qwen2 built in code: gradients,
 references, learning, runs from the official example file and from a trace-build run folder."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from flows.train import model as M
 from flows.train import reference as R
 from flows.train.config import TrainConfig
@@ -13,8 +15,6 @@ from flows.train.encode import collate, encode_example
 from flows.train.examples import load_examples
 from flows.train.objective import batch_loss
 from flows.train.run import train
-
-from conftest import REPO
 
 OFFICIAL_IOPO = REPO / "data" / "trace-eval" / "official_iopo_example.json"
 
@@ -150,11 +150,6 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16_compute(tiny_mode
 
 
 def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     out = tmp_path / "cost.json"
     done = subprocess.run([sys.executable, "benchmarks/train_cost.py", "--size", "tiny", "--seq-len", "32",
                            "--steps", "1", "--warmup", "0", "--device", "cpu", "--json", str(out)],
@@ -166,6 +161,24 @@ def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
     for method in ("dpo", "iopo", "iopo-precomputed"):  # first step: policy == reference
         assert results[method]["loss"] == pytest.approx(0.6931, abs=1e-3), method
     assert "paper (vs SFT)" in done.stdout
+
+
+def test_the_cost_benchmark_times_our_dpo_beside_trls_dpo_trainer_on_the_same_model_and_batch(tmp_path):
+    out = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, "benchmarks/train_cost.py", "--size", "tiny", "--seq-len", "32",
+                           "--micro-batch", "2", "--steps", "2", "--warmup", "0", "--device", "cpu", "--methods",
+                           "sft,dpo", "--engine", "all", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = {(r["method"], r["engine"]): r for r in json.loads(out.read_text())["results"]}
+    # TRL trains DPO only; every method runs on the plain step and on the engine
+    assert set(results) == {("sft", "plain"), ("sft", "trainer"), ("dpo", "plain"), ("dpo", "trainer"),
+                            ("dpo", "trl")}
+    trl = results[("dpo", "trl")]
+    assert trl["sequences"] == 2 and trl["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 0
+    assert results[("dpo", "trainer")]["vs_trl"] == pytest.approx(
+        results[("dpo", "trainer")]["seconds_per_step"] / trl["seconds_per_step"])
+    assert "vs TRL" in done.stdout
 
 
 def test_checkpoints_accumulation_and_gradient_checkpointing(tiny_model_dir, toy_iopo_file, tmp_path):
