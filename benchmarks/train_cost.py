@@ -36,6 +36,7 @@ import argparse
 import gc
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,27 +99,24 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def models(cfg: TrainConfig, args, device: torch.device, dtype: torch.dtype, items: list[dict]):
-    """Policy and reference as flows.train.run builds them, from a random or a local model: full
-    fine-tuning keeps fp32 master weights (bf16 compute), LoRA a base in `dtype`."""
-    policy = build_model(args, dtype if cfg.lora else torch.float32, device, True)
-    if cfg.lora:
-        policy = M.add_lora(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+def models(cfg: TrainConfig, args, device: torch.device, dtype: torch.dtype, items: list[dict], out: Path):
+    """Policy and reference as a training run builds them (flows.train.run), from a random or a
+    local model. Checkpointing is switched on here too: the plain step has no engine to do it."""
+    from types import SimpleNamespace
+
+    from accelerate import PartialState
+
+    from flows.train.run import TrainingData, build_reference, load_policy
+
+    def load(_name, weights_dtype, on, trainable):
+        return build_model(args, weights_dtype, on, trainable)
+
+    policy = load_policy(cfg, dtype, load=load, device=device)
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.enable_input_require_grads()
-    mode = cfg.reference_mode
-    if mode == "copy":
-        reference = R.FrozenCopy(build_model(args, dtype if cfg.lora else torch.float32, device, False))
-    elif mode == "adapter":
-        reference = R.AdapterDisabled(policy)
-    elif mode == "precomputed":
-        table = R.precompute(policy, cfg.lora, cfg.method, [(i["id"], i["seqs"]) for i in items], cfg.micro_batch,
-                             0, device, dtype)
-        reference = R.Precomputed(table, SEQUENCES[cfg.method])
-    else:
-        reference = None
-    return policy, reference
+    data = TrainingData(SimpleNamespace(pad_token_id=0), items, {})
+    return policy, build_reference(cfg, policy, data, device, dtype, out, PartialState(), load=load)
 
 
 def measure(name: str, engine: str, args, examples, device: torch.device, dtype: torch.dtype) -> dict:
@@ -136,7 +134,8 @@ def measure(name: str, engine: str, args, examples, device: torch.device, dtype:
         torch.cuda.reset_peak_memory_stats(device)
     if engine == "trl":  # TRL builds its own reference (a copy, the adapter off, or its precomputed table)
         cfg = cfg.model_copy(update={"reference": "copy" if not cfg.lora else "adapter"})
-    policy, reference = models(cfg, args, device, dtype, items)
+    with tempfile.TemporaryDirectory(prefix="train-cost-") as out:  # the precomputed reference's table
+        policy, reference = models(cfg, args, device, dtype, items, Path(out))
     if engine == "trl":
         seconds, loss = trl_steps(cfg, reference_setting == "precomputed", policy, reference, examples, dtype)
     else:
@@ -178,8 +177,6 @@ def plain_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[floa
 def engine_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[float], float]:
     """The same batch every step, through PreferenceTrainer; a step is timed from the engine's
     on_step_begin to its on_step_end (data loading, forward, backward, clip, AdamW, scheduler)."""
-    import tempfile
-
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -218,8 +215,6 @@ def trl_steps(cfg, precompute: bool, policy, reference, examples, dtype) -> tupl
     """The same DPO batch through TRL's DPOTrainer (sigmoid loss, its own collator and reference).
     TRL takes text: a word-level tokenizer with one word per id ("t17") turns the random ids into
     text that tokenizes back to them, so the sequences are ours, plus the EOS TRL appends."""
-    import tempfile
-
     from datasets import Dataset
     from tokenizers import Tokenizer, models as word_models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, TrainerCallback

@@ -68,11 +68,12 @@ def compute_dtype(cfg: TrainConfig) -> torch.dtype:
     return M.pick_dtype(cfg.dtype, torch.device("cuda" if on_gpu else "cpu"))
 
 
-def load_policy(cfg: TrainConfig, dtype: torch.dtype):
+def load_policy(cfg: TrainConfig, dtype: torch.dtype, load=M.load_model, device=torch.device("cpu")):
     """Full fine-tuning keeps fp32 master weights and computes in `dtype` under autocast (AdamW
     steps of 5e-6 vanish in bf16 weights); under LoRA the frozen base stays in `dtype` and peft
-    keeps the adapter in fp32."""
-    policy = M.load_model(cfg.model, dtype if cfg.lora else torch.float32, torch.device("cpu"))
+    keeps the adapter in fp32. `load(model, dtype, device, trainable)` makes the model (the cost
+    benchmark passes one that builds random weights)."""
+    policy = load(cfg.model, dtype if cfg.lora else torch.float32, device, True)
     if cfg.lora:
         if cfg.gradient_checkpointing:
             policy.enable_input_require_grads()  # checkpointed frozen layers still pass gradients on
@@ -80,12 +81,13 @@ def load_policy(cfg: TrainConfig, dtype: torch.dtype):
     return policy
 
 
-def build_reference(cfg: TrainConfig, policy, data: TrainingData, device, dtype, out: Path, state):
+def build_reference(cfg: TrainConfig, policy, data: TrainingData, device, dtype, out: Path, state,
+                    load=M.load_model):
     """The reference the method compares against, as cfg.reference_mode says (see reference.py)."""
     mode = cfg.reference_mode
     if mode == "copy":
         # the same weight dtype as the policy: at step 0 policy and reference must agree exactly
-        return R.FrozenCopy(M.load_model(cfg.model, dtype if cfg.lora else torch.float32, device, trainable=False))
+        return R.FrozenCopy(load(cfg.model, dtype if cfg.lora else torch.float32, device, False))
     if mode == "adapter":
         return R.AdapterDisabled(policy)
     if mode == "precomputed":
