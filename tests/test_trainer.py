@@ -255,3 +255,29 @@ def test_a_failed_rerun_leaves_the_previous_result_in_place(tiny_model_dir, toy_
     with pytest.raises(Exception):
         train(config(tmp_path / "no-such-model", toy_iopo_file, tmp_path, max_steps=1))
     assert (tmp_path / "out" / "final").is_dir() and (tmp_path / "out" / "train_report.json").exists()
+
+
+def test_a_launched_runs_progress_is_followed_step_by_step_through_a_resume_that_replaces_the_file(tmp_path):
+    """launch.py reads metrics.jsonl from where it left off; a resume puts a shorter file in its
+    place (keep_metrics_until), whose steps after the start are still handed on, once each."""
+    from flows.train.launch import _run_following
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)))  # a killed run's
+    writer = f"""
+import json, time
+from pathlib import Path
+from flows.train.checkpoints import keep_metrics_until
+out = Path({str(tmp_path)!r})
+time.sleep(1.5)
+keep_metrics_until(out, 2)  # resumed at checkpoint 2
+for step in range(3, 9):
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({{"step": step}}))
+        f.flush()
+        time.sleep(0.3)  # a line half written while the parent looks
+        f.write("\\n")
+"""
+    seen = []
+    assert _run_following([sys.executable, "-c", writer], metrics, 2, lambda r: seen.append(r["step"])) == 0
+    assert seen == [3, 4, 5, 6, 7, 8]

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from flows.seeds import InputError
-from flows.store import write_json_atomic
+from flows.store import write_json_atomic, write_text_atomic
 from flows.train.config import TrainConfig
 
 RUN_FILE = "run.json"
@@ -102,8 +102,9 @@ def record_run(out: Path, identity: dict) -> None:
 
 
 def keep_metrics_until(out: Path, step: int) -> None:
-    """metrics.jsonl without the steps after `step` (a resume redoes them)."""
+    """metrics.jsonl without the steps after `step` (a resume redoes them), as a new file in its
+    place: whoever follows it (launch.py) sees another file, not one cut under its feet."""
     path = out / "metrics.jsonl"
     if path.exists():
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        write_text_atomic(path, "".join(line + "\n" for line in lines))

@@ -85,16 +85,24 @@ def _release_gpu_memory() -> None:
 
 
 def _run_following(command: list[str], metrics: Path, start: int, on_log: Callable[[dict], None] | None) -> int:
-    """Run `command`; meanwhile hand each step after `start` that `metrics` logs to on_log."""
+    """Run `command`; meanwhile hand each step after `start` that `metrics` logs to on_log (read
+    from where the last look ended: a long run's file is not read again each second)."""
     process = subprocess.Popen(command)
-    last = start
+    last, inode, offset, partial = start, None, 0, b""
     try:
         while True:
             done = process.poll() is not None
             if on_log and metrics.exists():
-                lines = metrics.read_text(encoding="utf-8").splitlines()
-                complete = lines if done else lines[:-1]  # the last line may be half written
-                for record in map(json.loads, complete):
+                with open(metrics, "rb") as f:
+                    if os.fstat(f.fileno()).st_ino != inode:  # a resume replaced it (keep_metrics_until)
+                        inode, offset, partial = os.fstat(f.fileno()).st_ino, 0, b""
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                *lines, partial = (partial + chunk).split(b"\n")  # the last piece may be half written
+                if done and partial.strip():
+                    lines, partial = lines + [partial], b""
+                for record in (json.loads(line) for line in lines if line.strip()):
                     if record["step"] > last:
                         on_log(record)
                         last = record["step"]
