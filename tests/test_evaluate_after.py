@@ -8,7 +8,8 @@ import pytest
 from conftest import run_cli, start_sim
 from flows.config import ConfigError
 from flows.train.config import load_train_config
-from flows.train.evaluate_after import Evaluation, _settings_digest, eval_parameters, prepare_trained_folder
+from flows.train.evaluate_after import (Evaluation, _settings_digest, base_weights, eval_parameters,
+                                        prepare_trained_folder)
 
 
 def train_args(model, data, out, *extra):
@@ -52,6 +53,21 @@ def test_the_base_results_folder_follows_the_base_weights_and_every_evaluation_s
     assert digest(limit=2, judge_base_urls=["http://127.0.0.1:9/v1"]) != first
     (model / "model.safetensors").write_bytes(b"other weights")  # the same name, new weights
     assert digest(limit=2) != first
+
+
+def test_a_lora_base_is_served_from_its_runs_merged_weights(tmp_path):
+    """The paper's chain: IOPO from the SFT model, whose output folder holds an adapter."""
+    final = tmp_path / "train-sft" / "final"
+    final.mkdir(parents=True)
+    (final / "adapter_config.json").write_text("{}")
+    cfg = load_train_config(None, {"model": str(final), "data": "d", "evaluate_after": True})
+    with pytest.raises(ConfigError, match="--save-merged"):
+        base_weights(cfg)
+    (tmp_path / "train-sft" / "merged").mkdir()
+    (tmp_path / "train-sft" / "merged" / "config.json").write_text("{}")
+    assert base_weights(cfg) == str(tmp_path / "train-sft" / "merged")
+    plain = load_train_config(None, {"model": "Qwen/Qwen2-7B-Instruct", "data": "d", "evaluate_after": True})
+    assert base_weights(plain) == "Qwen/Qwen2-7B-Instruct"
 
 
 def test_the_trained_models_folder_is_started_afresh_when_its_weights_changed(tmp_path):

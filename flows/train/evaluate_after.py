@@ -77,6 +77,19 @@ def served_weights(report: dict) -> str:
     return report.get("merged") or report["final"]
 
 
+def base_weights(cfg: TrainConfig) -> str:
+    """What a server loads for the base model. A LoRA output folder (the paper's chain: DPO or IOPO
+    from the SFT model) is an adapter, which vLLM does not load as a model: its run's merged/."""
+    model = Path(cfg.model)
+    if not (model / "adapter_config.json").exists():
+        return cfg.model
+    merged = model.parent / "merged"
+    if (merged / "config.json").exists():
+        return str(merged)
+    raise ConfigError(f"evaluate_after: the base model {cfg.model} is a LoRA adapter, which a server does not load; "
+                      f"train it with --save-merged (it writes {merged}), or set evaluate_after.base: false")
+
+
 def eval_parameters(cfg: TrainConfig, weights: str, out: Path, checks_cache: Path) -> dict:
     """trace-eval's parameters for `weights` served by cfg.evaluate_after.serve."""
     after = cfg.evaluate_after
@@ -97,7 +110,8 @@ def check(cfg: TrainConfig) -> None:
     is one line now rather than after the training."""
     from flows.table3 import check_data
 
-    settings = eval_config(eval_parameters(cfg, cfg.model, Path("."), Path(".")))
+    settings = eval_config(eval_parameters(cfg, base_weights(cfg) if cfg.evaluate_after.base else cfg.model,
+                                           Path("."), Path(".")))
     if settings.model.base_urls:
         raise ConfigError(f"evaluate_after.config: model.base_urls {settings.model.base_urls} would evaluate that "
                           "server, not the trained model; leave base_urls out of its model section")
@@ -112,7 +126,7 @@ def plan(cfg: TrainConfig, report: dict) -> list[Evaluation]:
                          eval_parameters(cfg, served_weights(report), Path(report["out"]) / "eval", checks))
     if not after.base:
         return [trained]
-    base = eval_parameters(cfg, cfg.model, Path("."), checks)
+    base = eval_parameters(cfg, base_weights(cfg), Path("."), checks)
     base["out"] = str(Path(after.base_results) / f"{_slug(cfg.model)}-{_settings_digest(base)}")
     return [trained, Evaluation(f"`{_short(cfg.model)}` (base)", base)]
 
