@@ -13,6 +13,7 @@ from typing import Callable
 
 from flows.config import RunConfig
 from flows.contracts import PAIR_STAGES, PARENT, STAGES
+from flows.errors import BugBudget
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.outputs import write_outputs
@@ -136,7 +137,8 @@ async def run_stages(cfg: RunConfig, store: ShardStore, progress: Progress = NoP
         try:
             model = await client.resolve_model()
             log.info("LLM %s at %s (dialect %s)", model, ", ".join(base_urls), dialect)
-            ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline)
+            ctx = StageContext(client=client, prompts=prompts, taxonomy=taxonomy, config=cfg.pipeline,
+                               bugs=BugBudget(cfg.execution.max_internal_errors))
             shards = seed_shards(seed_items(cfg, index), cfg.pipeline.shard_size)
             rows_out = await run_all(shards, stages, ctx, store, progress, track, clock,
                                      shard_size=cfg.pipeline.shard_size, window_size=cfg.execution.window_size,

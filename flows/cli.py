@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flows import aio
 from flows.config import ConfigError, load_config
+from flows.errors import StageBug
 from flows.llm.running import BackendError
 from flows.prompts import PromptError
 from flows.seeds import InputError
@@ -55,6 +56,7 @@ class TqdmProgress:
 
 def cmd_run(args) -> int:
     from flows.build import build_trace
+    from flows.errors import bug_message, internal_errors
     from flows.llm.client import LLMFailure
     from flows.report import cost_text, format_funnel, written_exports
 
@@ -82,6 +84,10 @@ def cmd_run(args) -> int:
     print(format_funnel(result.manifest["funnel"]))
     if args.show:
         show_sft(result.run_dir, args.show)
+    bugs = internal_errors(result.manifest["funnel"])
+    if bugs:
+        print(f"trace-build: error: {bug_message(bugs)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -472,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trace-build: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except StageBug as exc:  # not the user's mistake (exit 2): a bug in a stage stopped the build
+        print(f"trace-build: error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         from flows.llm.client import ServerRefused  # (imported here: most commands never load the client)
 

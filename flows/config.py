@@ -115,6 +115,9 @@ class ExecutionConfig(_Strict):
 
     window_size: int = Field(1024, ge=1, description="seeds admitted together; a Prefect task per window")
     windows_in_flight: int = Field(2, ge=1, description="windows in the stages at once (bounds memory)")
+    max_internal_errors: int = Field(3, ge=0, description="rows a stage's code may fail on (a bug, reason "
+                                                          "internal_error) before the build stops; any such row "
+                                                          "makes the build exit nonzero, and is retried next run")
     ranges: int = Field(1, ge=1, le=256, description="split the seeds into this many ranges, each built by its "
                                                      "own flow run on the work pool (any worker, any machine)")
     range_deployment: str = Field("trace-build-range/local", description="deployment that builds one range")

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable, Iterable, Iterator, Protocol
 
 from flows.aio import gather_or_cancel
 from flows.contracts import PARENT, stage_schema
+from flows.errors import INTERNAL_ERROR
 from flows.stages.base import Stage, StageContext
 from flows.store import ShardStore, input_hash
 
@@ -100,9 +101,10 @@ class StageShard:
             return
         order = sorted(self.inputs)  # seed order, so a rerun writes the same bytes
         out = [self.outputs[p] for p in order if p in self.outputs]
-        self.store.write_shard(self.stage.name, self.shard, stage_schema(self.stage.name), out,
-                               [self.rejects[p] for p in order if p in self.rejects],
-                               input_hash([self.inputs[p] for p in order], self.fingerprint))
+        rejects = [self.rejects[p] for p in order if p in self.rejects]
+        self.store.write_shard(self.stage.name, self.shard, stage_schema(self.stage.name), out, rejects,
+                               input_hash([self.inputs[p] for p in order], self.fingerprint),
+                               retry=any(r["reason"] == INTERNAL_ERROR for r in rejects))
         self.rows_out = out
         self.finished.set()
         self.on_done(out)

@@ -213,13 +213,16 @@ class ShardStore:
             return None
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
-        if meta.get("input_hash") != expected_input or meta.get("schema_version") != SCHEMA_VERSION:
+        if meta.get("input_hash") != expected_input or meta.get("schema_version") != SCHEMA_VERSION or meta.get("retry"):
             return None
         return table.to_pylist(), pq.read_table(rejects).to_pylist()
 
     def write_shard(self, stage: str, shard: int, schema: pa.Schema, rows: list[dict],
-                    rejects: list[dict], input_hash_: str) -> None:
+                    rejects: list[dict], input_hash_: str, retry: bool = False) -> None:
+        """retry: the shard holds rows a bug rejected (errors.py): the next run computes it again."""
         meta = {"stage": stage, "shard": shard, "input_hash": input_hash_, "schema_version": SCHEMA_VERSION}
+        if retry:
+            meta["retry"] = True
         write_table_atomic(self.rejects_path(stage, shard), to_table(rejects, REJECTS, meta))
         write_table_atomic(self.shard_path(stage, shard), to_table(rows, schema, meta))
 

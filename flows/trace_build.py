@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import aio
 from flows.build import BuildResult, build_range, build_trace, finish_build, prepare_layout
 from flows.config import RunConfig, load_config
+from flows.errors import StageBug, bug_message, internal_errors
 from flows.ranges import part_name, read_range_results, shared_paths
 from flows.report import agreement_markdown, cost_text, format_funnel, reasons_text, written_exports
 from flows.store import write_json_atomic
@@ -215,8 +216,12 @@ async def trace_build(
         description="Per stage: rows in, out, rejected by reason; LLM requests, cache hits and tokens of this run; "
                     "wall seconds from its first row in to its last row out",
     )
-    training = await start_training(cfg, result, training_method) if cfg.training.trigger else None
+    bugs = internal_errors(result.manifest["funnel"])
+    # rows a bug rejected: the outputs are written, but nothing trains on an incomplete build
+    training = await start_training(cfg, result, training_method) if cfg.training.trigger and not bugs else None
     await create_markdown_artifact(key="trace-build-summary", markdown=summary_markdown(result, training),
                                    description="Summary of the trace build")
+    if bugs:
+        raise StageBug(bug_message(bugs))
     return {"run_dir": str(result.run_dir), "sft_rows": result.sft_rows, "model": result.manifest["model"],
             "training_flow_run_id": (training or {}).get("flow_run_id")}

@@ -62,6 +62,26 @@ def test_a_training_trigger_with_no_such_deployment_fails_the_run_and_is_recorde
     assert "flow_run_id" not in training
 
 
+def test_a_build_with_rows_a_bug_rejected_ends_failed_and_trains_nothing(harness, sim, tmp_path, monkeypatch):
+    from flows.stages.qc import QualityStage
+
+    original, failed = QualityStage.process, set()
+
+    async def process(self, row, ctx, trace):  # a bug on the first 2 rows qc sees (the limit is 3)
+        if row["seed_id"] in failed or len(failed) < 2:
+            failed.add(row["seed_id"])
+            raise KeyError("a bug in qc")
+        return await original(self, row, ctx, trace)
+
+    monkeypatch.setattr(QualityStage, "process", process)
+    state = asyncio.run(trace_build(seeds=str(DEMO_SEEDS), limit=6, out=str(tmp_path / "run"),
+                                    base_urls=[sim.base_url], trigger_training=True, return_state=True))
+    assert state.is_failed()
+    assert "2 rows rejected because a stage's code failed (qc 2;" in state.message
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "training" not in manifest  # an incomplete build starts no training
+
+
 def test_iopo_train_flow_reports_progress_metrics_and_summary(harness, tiny_model_dir, toy_iopo_file, tmp_path):
     from flows.iopo_train import iopo_train
 

@@ -1,8 +1,8 @@
 """What every stage shares: the context it runs in, how it asks the LLM, how a row is rejected.
 
-A stage is a small object with one `process(row)` that returns the stage's new columns or raises
-Reject; `run_row` wraps it so that every input row comes back either as an output row (with its
-lineage renewed) or as a reject with a reason code. Stages know nothing about shards, files or
+A stage is a small object with one `process(row, ctx, trace)` that returns the stage's new columns
+or raises Reject; `run_row` wraps it so that every input row comes back either as an output row
+(with its lineage renewed) or as a reject with a reason code (a bug in `process`: errors.py). Stages know nothing about shards, files or
 Prefect.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from flows.config import PipelineConfig
 from flows.contracts import content_id, request_seed
+from flows.errors import INTERNAL_ERROR, BugBudget
 from flows.llm.client import LLMCall, LLMClient, LLMFailure, LLMResult, ServerRefused
 from flows.prompts import PromptError, PromptLibrary
 from flows.taxonomy import Taxonomy
@@ -39,6 +40,7 @@ class StageContext:
     prompts: PromptLibrary
     taxonomy: Taxonomy
     config: PipelineConfig
+    bugs: BugBudget = field(default_factory=lambda: BugBudget(0))  # rows the stages' code may fail on (errors.py)
 
     def rng(self, *purpose) -> random.Random:
         """A random stream fixed by the run seed and the purpose: reruns draw the same."""
@@ -98,9 +100,10 @@ class Stage:
             return None, self.reject(row, exc.reason, exc.detail)
         except (PromptError, ServerRefused):
             raise  # a broken template or a refusing server fails every row: stop the run, do not reject them all
-        except Exception as exc:  # a bug must not lose the row silently: reject it, loudly
+        except Exception as exc:  # a bug: the row is kept as a reject, the run counts it (flows/errors.py)
             log.exception("stage %s: unexpected error on row %s", self.name, row["row_id"])
-            return None, self.reject(row, "internal_error", f"{type(exc).__name__}: {exc}")
+            ctx.bugs.record(self.name, exc)
+            return None, self.reject(row, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         templates = {**json.loads(row.get("templates") or "{}"), **trace.templates}
         sampling = {**json.loads(row.get("sampling") or "{}"), **trace.sampling}
         out = {**row, **columns}
