@@ -19,6 +19,7 @@ from flows.errors import StageBug
 from flows.llm.running import BackendError
 from flows.prompts import PromptError
 from flows.seeds import InputError
+from flows.suites import SUITES, suite_names
 from flows.taxonomy import TaxonomyError
 
 from flows.train.encode import TemplateError
@@ -231,7 +232,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from flows.config import EvalConfig, eval_overrides
-    from flows.evaluation import PHASES, SERVER_FAILURES, evaluate, metrics_markdown
+    from flows.suites import ALL, SUITES
 
     cfg = load_config(args.config, eval_overrides(
         suite=args.suite, responses=args.responses, lang=args.lang, cfbench_data=args.cfbench_data,
@@ -240,19 +241,20 @@ def cmd_eval(args) -> int:
         backend=args.backend, backend_model=args.backend_model, judge_base_urls=args.judge_base_url,
         judge_model=args.judge_model, judge_backend=args.judge_backend, judge_backend_model=args.judge_backend_model,
         judge_api_key_env=args.judge_api_key_env), model=EvalConfig)
-    if cfg.suite == "ifeval":
-        return _eval_ifeval(cfg, args)
-    if cfg.suite in ("cfbench", "complexbench"):
-        return _eval_benchmark(cfg, args)
-    if cfg.suite == "all":
-        return _eval_all(cfg, args)
-    progress = TqdmProgress(enabled=not args.quiet)
-    result = _run_evaluation(evaluate(cfg, progress), progress)
-    metrics = result.metrics
-    print(metrics_markdown(metrics, metrics["model"], metrics["judge"]))
-    print(f"rows: {result.out_dir / 'rows.parquet'}  results: {result.out_dir / 'results.json'}  ({', '.join(PHASES)})")
-    server_failed = [k for k in metrics["failures"] if k.split(":")[1] in SERVER_FAILURES]
-    return _evaluation_status(metrics, result.out_dir, "rows not evaluated", server_failed)
+    progress = TqdmProgress(enabled=not args.quiet and not cfg.responses)
+    if cfg.suite == ALL:
+        from flows.table3 import evaluate_all, table_markdown
+
+        result = _run_evaluation(evaluate_all(cfg, progress), progress)
+        print(table_markdown(result.metrics))
+        print(f"table: {result.out_dir / 'results.md'}  results: {result.out_dir / 'results.json'}")
+        done = [(SUITES[name], suite_result.metrics) for name, suite_result in result.suites.items()]
+        return _evaluation_status(done, result.out_dir)
+    suite = SUITES[cfg.suite]
+    result = _run_evaluation(suite.runner()(cfg, progress), progress)
+    print(suite.markdown()(result.metrics))
+    print(suite.files.format(out=result.out_dir))
+    return _evaluation_status([(suite, result.metrics)], result.out_dir)
 
 
 def _run_evaluation(evaluation, progress):
@@ -266,63 +268,18 @@ def _run_evaluation(evaluation, progress):
         progress.close()
 
 
-def _evaluation_status(metrics: dict, out_dir, missing: str, server_failed: list[str]) -> int:
-    """Say what came from the cache and what is missing; 1 when servers left work undone."""
-    if metrics["answers_from_cache"]:
-        print(f"{metrics['answers_from_cache']} answers came from the request cache in {out_dir}; "
-              "evaluate changed weights served under the same name into a new --out")
-    if metrics["incomplete"]:
-        print(f"trace-build: error: {metrics['incomplete']} {missing} (server errors: {', '.join(server_failed)}); "
-              "rerun the same command to finish", file=sys.stderr)
+def _evaluation_status(done: list, out_dir) -> int:
+    """Say what came from the cache; exit 1, in one line, when any suite left rows unscored."""
+    from flows.suites import unscored_line
+
+    if sum(metrics["answers_from_cache"] for _, metrics in done):
+        print(f"{sum(metrics['answers_from_cache'] for _, metrics in done)} answers came from the request cache "
+              f"in {out_dir}; evaluate changed weights served under the same name into a new --out")
+    lines = [line for suite, metrics in done if (line := unscored_line(suite, metrics))]
+    if lines:
+        print("trace-build: error: " + "; ".join(lines), file=sys.stderr)
         return 1
     return 0
-
-
-def _eval_ifeval(cfg, args) -> int:
-    from flows.ifeval.scoring import metrics_markdown
-    from flows.ifeval.suite import evaluate_ifeval
-
-    if cfg.judge is not None:
-        raise ConfigError("the ifeval suite has no judge: its instructions are decided by rules")
-    progress = TqdmProgress(enabled=not args.quiet and not cfg.responses)
-    result = _run_evaluation(evaluate_ifeval(cfg, progress), progress)
-    metrics = result.metrics
-    print(metrics_markdown(metrics))
-    print(f"results: {result.out_dir / 'results.json'}  lines: {result.out_dir / 'eval_results_strict.jsonl'}, "
-          f"{result.out_dir / 'eval_results_loose.jsonl'}")
-    server_failed = [k for k in metrics["failures"] if k.startswith("answer_unavailable")]
-    return _evaluation_status(metrics, result.out_dir, "prompts not answered", server_failed)
-
-
-def _eval_benchmark(cfg, args) -> int:
-    from flows.judged_suite import is_server_failure
-
-    if cfg.suite == "cfbench":
-        from flows.cfbench.suite import evaluate_cfbench as run
-        from flows.cfbench.suite import metrics_markdown
-    else:
-        from flows.complexbench.suite import evaluate_complexbench as run
-        from flows.complexbench.suite import metrics_markdown
-
-    progress = TqdmProgress(enabled=not args.quiet)
-    result = _run_evaluation(run(cfg, progress), progress)
-    metrics = result.metrics
-    print(metrics_markdown(metrics))
-    print(f"results: {result.out_dir / 'results.json'}  judgments: {result.out_dir / 'judgments.jsonl'}")
-    server_failed = sorted(k for k in metrics["failures"] if is_server_failure(k))
-    return _evaluation_status(metrics, result.out_dir, "rows not scored", server_failed)
-
-
-def _eval_all(cfg, args) -> int:
-    from flows.table3 import evaluate_all, table_markdown
-
-    progress = TqdmProgress(enabled=not args.quiet)
-    result = _run_evaluation(evaluate_all(cfg, progress), progress)
-    metrics = result.metrics
-    print(table_markdown(metrics))
-    print(f"table: {result.out_dir / 'results.md'}  results: {result.out_dir / 'results.json'}")
-    server_failed = [f"{suite} ({info['incomplete']})" for suite, info in metrics["suites"].items() if info["incomplete"]]
-    return _evaluation_status(metrics, result.out_dir, "rows not scored", server_failed)
 
 
 def cmd_down(args) -> int:
@@ -417,10 +374,10 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model: Trace (IF-S, IF-M, with a judge), IFEval (rules), CFBench, "
                                     "ComplexBench, or all of them as the IOPO paper's Table 3")
-    e.add_argument("--suite", choices=["trace", "ifeval", "cfbench", "complexbench", "all"],
-                   help="trace (default): the Trace protocol with a judge; ifeval: IFEval's 541 prompts, strict and "
-                        "loose; cfbench: CFBench (judge; CSR, ISR, PSR); complexbench: ComplexBench (rules and "
-                        "judge; DRFR); all: every suite whose data is present, and the paper's Table 3")
+    e.add_argument("--suite", choices=suite_names(),
+                   help="; ".join(f"{name}{' (default)' if name == 'trace' else ''}: {suite.help}"
+                                  for name, suite in SUITES.items())
+                   + "; all: every suite whose data is present, and the paper's Table 3")
     e.add_argument("--responses", help="ifeval: score this file of responses (JSON lines with prompt and "
                                        "response) instead of asking a model")
     e.add_argument("--data", help="trace: official-layout eval JSONL or a run folder (default: the official "

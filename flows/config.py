@@ -11,6 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flows.suites import ALL_DEFAULTS, SUITES, suite_names
 from flows.train.methods import METHODS
 
 
@@ -176,21 +177,10 @@ def one_line(exc: ValidationError, source: str) -> str:
     return f"{source}: {where}: {err['msg']}{more}"
 
 
-SUITES = ("trace", "ifeval", "cfbench", "complexbench", "all")
-# Per suite: the results folder and the answer temperature when the config does not set them.
-# Trace: the paper's 0.1; IFEval, CFBench, ComplexBench: greedy (ComplexBench's authors ask for
-# it). "all" runs each suite under its own default, in <out>/<suite>.
-SUITE_DEFAULTS = {"trace": {"out": "runs/eval", "answer_temperature": 0.1},
-                  "ifeval": {"out": "runs/eval-ifeval", "answer_temperature": 0.0},
-                  "cfbench": {"out": "runs/eval-cfbench", "answer_temperature": 0.0},
-                  "complexbench": {"out": "runs/eval-complexbench", "answer_temperature": 0.0},
-                  "all": {"out": "runs/eval-all"}}
-
-
 class EvalConfig(_Strict):
     """An evaluation: the suite, the model under test, the judge (Trace), and how they are asked."""
 
-    suite: Literal[SUITES] = Field(  # type: ignore[valid-type]
+    suite: str = Field(
         "trace", description="trace: the Trace protocol (LLM judge, IF-S / IF-M); ifeval: IFEval's 541 prompts "
                              "decided by rules (strict / loose, prompt- and instruction-level); cfbench: CFBench "
                              "(judge, CSR / ISR / PSR); complexbench: ComplexBench (rules and judge, DRFR); all: "
@@ -227,11 +217,23 @@ class EvalConfig(_Strict):
                           "judge: a row's checks are paid for once); default: eval-checks.sqlite beside `out`")
     rule_policy: Literal["both", "judge", "rule"] = "both"
 
+    @field_validator("suite")
+    @classmethod
+    def _known_suite(cls, value: str) -> str:
+        if value not in suite_names():
+            raise ValueError(f"unknown suite {value!r}: one of {', '.join(suite_names())}")
+        return value
+
     @model_validator(mode="after")
     def _suite_defaults(self) -> "EvalConfig":
-        for key, value in SUITE_DEFAULTS[self.suite].items():
+        # the suite's results folder and answer temperature (Trace: the paper's 0.1; the others
+        # greedy), unless set; "all" runs each suite under its own, in <out>/<suite>
+        defaults = SUITES[self.suite].defaults if self.suite in SUITES else ALL_DEFAULTS
+        for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.judge is not None and self.suite in SUITES and not SUITES[self.suite].judged:
+            raise ValueError(f"judge: the {self.suite} suite has no judge (its instructions are decided by rules)")
         if self.responses and self.suite != "ifeval":
             raise ValueError("responses: only the ifeval suite scores a responses file")
         if self.data and self.suite == "all":

@@ -173,6 +173,10 @@ def _rate(share: dict) -> str:
     return "-" if share["rate"] is None else f"{100 * share['rate']:.1f} ({share['followed']}/{share['n']})"
 
 
+def results_markdown(metrics: dict) -> str:
+    return metrics_markdown(metrics, metrics["model"], metrics["judge"])
+
+
 def metrics_markdown(metrics: dict, model: str, judge: str) -> str:
     """The result tables, for the Prefect artifact and the terminal."""
     head = "| | strict (every constraint 10) | with rule checks | overall == 10 |\n|---|---|---|---|\n"

@@ -28,16 +28,16 @@ from flows.config import EvalConfig
 from flows.llm.backends import llm_endpoints
 from flows.pipeline import NoProgress, Progress
 from flows.store import write_json_atomic, write_text_atomic
+from flows.suites import SUITES, unscored
 
-# (key, header) in the order of the paper's Table 3
-COLUMNS = (("trace_if_s", "Trace IF-S"), ("trace_if_m", "Trace IF-M"), ("ifeval_s_acc", "IFEval S-Acc"),
-           ("ifeval_l_acc", "IFEval L-Acc"), ("cfbench_csr", "CFBench CSR"), ("cfbench_isr", "CFBench ISR"),
-           ("cfbench_psr", "CFBench PSR"), ("complexbench", "ComplexBench"))
 PAPER_ROW = "Qwen2-7B IOPO (the IOPO paper)"
-PAPER_QWEN2_7B_IOPO = dict(zip((key for key, _ in COLUMNS), (82.0, 68.9, 59.9, 63.6, 80.7, 47.0, 58.7, 72.6)))
-SUITE_NAMES = {"trace": "Trace", "ifeval": "IFEval", "cfbench": "CFBench", "complexbench": "ComplexBench"}
-MISSING = {"cfbench": "no data file (--cfbench-data FILE: PKU-Baichuan-MLSystemLab/CFBench data/cfbench_data.json)",
-           "complexbench": "no data file (--complexbench-data FILE: thu-coai/ComplexBench data/data_final.json)"}
+PAPER_QWEN2_7B_IOPO = {"trace_if_s": 82.0, "trace_if_m": 68.9, "ifeval_s_acc": 59.9, "ifeval_l_acc": 63.6,
+                       "cfbench_csr": 80.7, "cfbench_isr": 47.0, "cfbench_psr": 58.7, "complexbench": 72.6}
+
+
+def columns() -> list[tuple[str, str, str]]:
+    """(suite, key, header) of every column, in the registry's order (the paper's)."""
+    return [(name, key, header) for name, suite in SUITES.items() for key, header in suite.columns]
 
 
 @dataclass
@@ -48,21 +48,22 @@ class AllResult:
 
 
 def suites_to_run(cfg: EvalConfig) -> list[str]:
-    return ["trace", "ifeval"] + (["cfbench"] if cfg.cfbench_data else []) + (
-        ["complexbench"] if cfg.complexbench_data else [])
+    """Every suite that needs no file, and those whose file is given."""
+    return [name for name, suite in SUITES.items() if suite.all_data is None or getattr(cfg, suite.all_data)]
 
 
 def suite_config(cfg: EvalConfig, suite: str, model=None, judge=None) -> EvalConfig:
     """The config of one suite of an `all` run: the same servers and settings, the suite's own
-    data, folder and defaults; IFEval has no judge."""
+    data, folder and defaults; a suite decided by rules gets no judge."""
+    entry = SUITES[suite]
     raw = cfg.model_dump()
     raw |= {"suite": suite, "out": str(Path(cfg.out) / suite),
-            "data": {"cfbench": cfg.cfbench_data, "complexbench": cfg.complexbench_data}.get(suite)}
+            "data": getattr(cfg, entry.all_data) if entry.all_data else None}
     if model is not None:
         raw["model"] = model.model_dump()
     if judge is not None:
         raw["judge"] = judge.model_dump()
-    if suite == "ifeval":
+    if not entry.judged:
         raw["judge"] = None
     return EvalConfig.model_validate(raw)
 
@@ -81,27 +82,12 @@ def check_data(cfg: EvalConfig) -> None:
         check_language(path, load_rows(path), cfg.lang)
 
 
-def _rate(value: float | None) -> float | None:
-    return None if value is None else round(100 * value, 1)
-
-
 def table_values(suites: dict) -> dict:
     """The Table 3 columns (percent, one decimal; None where the suite did not run) from the
     suites' metrics."""
-    values = dict.fromkeys(key for key, _ in COLUMNS)
-    if "trace" in suites:
-        m = suites["trace"]
-        values |= {"trace_if_s": _rate(m["if_s"]["strict"]["rate"]), "trace_if_m": _rate(m["if_m"]["strict"]["rate"])}
-    if "ifeval" in suites:
-        m = suites["ifeval"]
-        values |= {"ifeval_s_acc": _rate(m["strict"]["prompt_level"]["rate"]),
-                   "ifeval_l_acc": _rate(m["loose"]["prompt_level"]["rate"])}
-    if "cfbench" in suites:
-        full = suites["cfbench"]["full"]
-        values |= {"cfbench_csr": _rate(full["CSR"]), "cfbench_isr": _rate(full["ISR"]),
-                   "cfbench_psr": _rate(full["PSR"])}
-    if "complexbench" in suites:
-        values["complexbench"] = _rate(suites["complexbench"]["drfr"]["rate"])
+    values = {key: None for _, key, _ in columns()}
+    for name, metrics in suites.items():
+        values |= SUITES[name].table(metrics)
     return values
 
 
@@ -110,34 +96,31 @@ def _cell(value: float | None, incomplete: bool) -> str:
 
 
 def _incomplete_columns(metrics: dict) -> set[str]:
-    return {key for key, _ in COLUMNS for suite, info in metrics["suites"].items()
-            if key.startswith(suite) and info["incomplete"]}
+    """The columns of suites that left rows unscored."""
+    return {key for suite, key, _ in columns() if metrics["suites"].get(suite, {}).get("unscored")}
 
 
 def _rows_markdown(rows: list[tuple[str, dict]]) -> list[str]:
     """The table: one row per (label, metrics), then the paper's."""
-    lines = ["| model | " + " | ".join(name for _, name in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    header = [name for _, _, name in columns()]
+    lines = ["| model | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for label, metrics in rows:
         incomplete = _incomplete_columns(metrics)
-        lines.append(f"| {label} | " + " | ".join(_cell(metrics["table"][key], key in incomplete)
-                                                 for key, _ in COLUMNS) + " |")
+        lines.append(f"| {label} | " + " | ".join(_cell(metrics["table"].get(key), key in incomplete)
+                                                 for _, key, _ in columns()) + " |")
     paper = rows[0][1]["paper"]
-    lines += [f"| {PAPER_ROW} | " + " | ".join(f"{paper[key]:.1f}" for key, _ in COLUMNS) + " |", ""]
+    lines += [f"| {PAPER_ROW} | " + " | ".join(_cell(paper.get(key), False) for _, key, _ in columns()) + " |", ""]
     return lines
 
 
 def _notes(metrics: dict, incomplete: bool) -> list[str]:
     """What each column is read from, what did not run, and the judges' caveat."""
-    read = {"trace": "Trace: strict reading (every constraint scored 10) over {n} rows",
-            "ifeval": "IFEval: prompt-level accuracy, strict and loose, over {n} prompts",
-            "cfbench": "CFBench: the full set (easy and hard), {n} rows",
-            "complexbench": "ComplexBench: DRFR with dependencies ({lang}), {n} instructions"}
-    lines = [f"- {read[suite].format(n=info['scored'], lang=info.get('lang'))}; results in `{info['out']}`."
-             for suite, info in metrics["suites"].items()]
-    lines += [f"- {SUITE_NAMES[suite]} not run: {why}." for suite, why in metrics["not_run"].items()]
+    lines = [f"- {SUITES[suite].reading.format(n=info['scored'], lang=info.get('lang'))}; results in "
+             f"`{info['out']}`." for suite, info in metrics["suites"].items()]
+    lines += [f"- {SUITES[suite].title} not run: {why}." for suite, why in metrics["not_run"].items()]
     if incomplete:
-        lines.append("- \\* incomplete: rows the servers left unscored are not counted; rerun the same command to "
-                     "finish (everything already answered comes from the request caches).")
+        lines.append("- \\* incomplete: unscored rows are not counted (how many and why: each suite's results); "
+                     "rerun the same command to finish the ones servers left (answered rows come from the caches).")
     return lines + ["", ("The paper's judges: CFBench's numbers come from a GPT-4o judge and ComplexBench's from "
                          "GPT-4, as their authors evaluate; a run judged by another model is not comparable with them.")]
 
@@ -165,13 +148,6 @@ def comparison_markdown(rows: list[tuple[str, dict]]) -> str:
 
 
 async def evaluate_all(cfg: EvalConfig, progress: Progress = NoProgress()) -> AllResult:
-    from flows.cfbench.suite import evaluate_cfbench
-    from flows.complexbench.suite import evaluate_complexbench
-    from flows.evaluation import evaluate
-    from flows.ifeval.suite import evaluate_ifeval
-
-    runners = {"trace": evaluate, "ifeval": evaluate_ifeval, "cfbench": evaluate_cfbench,
-               "complexbench": evaluate_complexbench}
     started = time.time()
     check_data(cfg)
     out_dir = Path(cfg.out)
@@ -184,18 +160,20 @@ async def evaluate_all(cfg: EvalConfig, progress: Progress = NoProgress()) -> Al
             judge_urls, judge_dialect = servers.enter_context(llm_endpoints(cfg.judge))
             judge = cfg.judge.model_copy(update={"base_urls": judge_urls, "backend": None, "dialect": judge_dialect})
         for suite in suites_to_run(cfg):
-            results[suite] = await runners[suite](suite_config(cfg, suite, model, judge), progress)
+            results[suite] = await SUITES[suite].runner()(suite_config(cfg, suite, model, judge), progress)
     suites = {suite: result.metrics for suite, result in results.items()}
-    trace = suites["trace"]
+    judged = next((m for name, m in suites.items() if SUITES[name].judged), next(iter(suites.values())))
     metrics = {
-        "suite": "all", "model": trace["model"], "judge": trace["judge"],
+        "suite": "all", "model": judged["model"], "judge": judged["judge"],
         "table": table_values(suites), "paper": {"row": PAPER_ROW, **PAPER_QWEN2_7B_IOPO},
         "suites": {suite: {"out": str(result.out_dir), "incomplete": result.metrics["incomplete"],
+                           "unscored": unscored(SUITES[suite], result.metrics)[0],
                            "scored": result.metrics["scored"], "failures": result.metrics["failures"],
-                           **({"lang": result.metrics["lang"]} if suite == "complexbench" else {})}
+                           **({"lang": result.metrics["lang"]} if "lang" in result.metrics else {})}
                    for suite, result in results.items()},
-        "not_run": {suite: why for suite, why in MISSING.items() if suite not in results},
+        "not_run": {name: suite.missing for name, suite in SUITES.items() if name not in results},
         "incomplete": sum(m["incomplete"] for m in suites.values()),
+        "unscored": sum(unscored(SUITES[name], m)[0] for name, m in suites.items()),
         "answers_from_cache": sum(m["answers_from_cache"] for m in suites.values()),
         "seconds": round(time.time() - started, 2),
     }

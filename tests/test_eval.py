@@ -175,7 +175,7 @@ def test_server_errors_leave_rows_unscored_and_the_exit_status_says_so(tmp_path)
     with start_sim(error_500_rate=1.0) as server:  # every request fails: answers are unavailable
         done = run_cli("eval", "--limit", 2, "--base-url", server.base_url, "--model", "simulated-trace",
                        "--out", tmp_path / "o", "--quiet")
-    assert done.returncode == 1 and "2 rows not evaluated (server errors: answer_unavailable:server_error)" in done.stderr
+    assert done.returncode == 1 and "Trace: 2 of 2 rows unscored: answer_unavailable server_error 2; rerun" in done.stderr
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["scored"] == 0 and results["incomplete"] == 2 and results["if_s"]["strict"]["rate"] is None
 

@@ -131,6 +131,7 @@ def test_a_judge_that_fails_leaves_no_table_and_exits_nonzero(tiny_model_dir, to
         judge.stop()
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("trace-build: error: ") and "not scored" in last and "rerun" in last, done.stderr
+    assert last.startswith("trace-build: error: ") and "2 of 2 rows unscored: judge_failed server_error 2" in last \
+        and "rerun" in last, done.stderr
     assert (tmp_path / "a" / "final").is_dir()  # the training itself is done; a rerun only evaluates
     assert not (tmp_path / "a" / "eval" / "table-3.md").exists()

@@ -13,7 +13,7 @@ from test_cfbench_suite import write as write_cfbench
 from test_complexbench_suite import ROWS as CB_ROWS
 from test_complexbench_suite import write as write_complexbench
 
-from flows.table3 import COLUMNS, PAPER_QWEN2_7B_IOPO, table_markdown
+from flows.table3 import PAPER_QWEN2_7B_IOPO, columns, table_markdown
 
 HEADER = ("| model | Trace IF-S | Trace IF-M | IFEval S-Acc | IFEval L-Acc | CFBench CSR | CFBench ISR | CFBench PSR "
           "| ComplexBench |")
@@ -54,7 +54,7 @@ def test_all_suites_make_table_3_with_the_judge_on_its_own_server_and_a_rerun_pa
     assert table in done.stdout and table in again.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["paper"] == {"row": "Qwen2-7B IOPO (the IOPO paper)", **PAPER_QWEN2_7B_IOPO}
-    assert set(results["table"]) == {key for key, _ in COLUMNS} and None not in results["table"].values()
+    assert set(results["table"]) == {key for _, key, _ in columns()} and None not in results["table"].values()
     assert (results["model"], results["judge"]) == ("simulated-trace", "sim-judge")
     assert set(results["suites"]) == {"trace", "ifeval", "cfbench", "complexbench"} and results["not_run"] == {}
     assert json.loads((out / "cfbench" / "results.json").read_text())["judge"] == "sim-judge"
@@ -98,9 +98,10 @@ def test_the_table_marks_incomplete_suites_and_leaves_missing_ones_empty():
                "table": {"trace_if_s": 81.25, "trace_if_m": 70.0, "ifeval_s_acc": 55.5, "ifeval_l_acc": 60.0,
                          "cfbench_csr": None, "cfbench_isr": None, "cfbench_psr": None, "complexbench": 70.1},
                "paper": {"row": "x", **PAPER_QWEN2_7B_IOPO},
-               "suites": {"trace": {"out": "o/trace", "incomplete": 0, "scored": 10},
-                          "ifeval": {"out": "o/ifeval", "incomplete": 2, "scored": 8},
-                          "complexbench": {"out": "o/complexbench", "incomplete": 0, "scored": 5, "lang": "en"}},
+               "suites": {"trace": {"out": "o/trace", "incomplete": 0, "unscored": 0, "scored": 10},
+                          "ifeval": {"out": "o/ifeval", "incomplete": 2, "unscored": 2, "scored": 8},
+                          "complexbench": {"out": "o/complexbench", "incomplete": 0, "unscored": 0, "scored": 5,
+                                           "lang": "en"}},
                "not_run": {"cfbench": "no data file"}}
     text = table_markdown(metrics)
     assert "| `m` (this run) | 81.2 | 70.0 | 55.5* | 60.0* | - | - | - | 70.1 |" in text

@@ -24,7 +24,7 @@ The out folder gets:
     llm-cache.sqlite     every answer and verdict paid for: a rerun asks only for what is missing
 A row the model failed itself (answer too long, empty) is scored with every criterion unmet; a
 row the server left without an answer or the judge without verdicts is not scored (listed as
-unscored; server errors make the result incomplete and the command exit 1).
+unscored; any unscored row makes the command exit 1, flows/suites.py).
 
 """
 from __future__ import annotations

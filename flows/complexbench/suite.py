@@ -31,7 +31,7 @@ The out folder gets:
     llm-cache.sqlite     every answer, extraction and verdict paid for: a rerun pays nothing
 An instruction the model failed itself (answer too long, empty) has every question unmet; one
 the server left without an answer, or with a question undecided (extractor or judge failed), is
-not scored (server errors make the result incomplete and the command exit 1).
+not scored (any unscored instruction makes the command exit 1, flows/suites.py).
 """
 from __future__ import annotations
 

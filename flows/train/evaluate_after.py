@@ -188,6 +188,7 @@ def evaluate_plainly(progress=None) -> Callable[[Evaluation], object]:
     from flows.llm.client import LLMFailure
     from flows.llm.running import BackendError
     from flows.pipeline import NoProgress
+    from flows.suites import SUITES, unscored_line
     from flows.table3 import evaluate_all
 
     def evaluate(evaluation: Evaluation):
@@ -195,9 +196,10 @@ def evaluate_plainly(progress=None) -> Callable[[Evaluation], object]:
             result = aio.run(evaluate_all(eval_config(evaluation.parameters), progress or NoProgress()))
         except LLMFailure as exc:  # the server is not there: one line, not a traceback
             raise BackendError(f"LLM server: {exc}") from None
-        if result.metrics["incomplete"]:
-            raise EvaluationIncomplete(f"{result.metrics['incomplete']} rows of {evaluation.label} not scored because of "
-                               f"server errors; rerun to finish (answers so far are cached in {evaluation.out})")
+        lines = [line for name, suite_result in result.suites.items()
+                 if (line := unscored_line(SUITES[name], suite_result.metrics))]
+        if lines:
+            raise EvaluationIncomplete(f"{evaluation.label} in {evaluation.out}: " + "; ".join(lines))
         return result
 
     return evaluate
