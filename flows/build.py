@@ -17,7 +17,8 @@ from flows.errors import BugBudget
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.outputs import write_outputs
-from flows.pipeline import NoProgress, Progress, StageClock, WindowTracker, run_all, untracked_window
+from flows.pipeline import StageClock, WindowTracker, run_all, untracked_window
+from flows.progress import NoProgress, Progress
 from flows.prompts import library_for
 from flows.ranges import (keep_only_layout, merge_timing, merge_usage, part_name, range_config, range_dir, range_of,
                           range_store, read_range_results, write_range_result)

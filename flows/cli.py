@@ -15,17 +15,10 @@ from pathlib import Path
 
 from flows import aio
 from flows.config import ConfigError, load_config
-from flows.errors import StageBug
+from flows.errors import InputError, StageBug, UserError
 from flows.llm.running import BackendError
-from flows.prompts import PromptError
-from flows.seeds import InputError
 from flows.suites import SUITES, suite_names
-from flows.taxonomy import TaxonomyError
-
-from flows.train.encode import TemplateError
 from flows.train.methods import METHODS
-
-USER_ERRORS = (ConfigError, InputError, BackendError, PromptError, TaxonomyError, TemplateError)
 
 
 class TqdmProgress:
@@ -429,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
-    except USER_ERRORS as exc:
+    except UserError as exc:  # the user's mistake: one line, exit 2 (flows/errors.py)
         print(f"trace-build: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,11 +11,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flows.errors import UserError
 from flows.suites import ALL_DEFAULTS, SUITES, suite_names
 from flows.train.methods import METHODS
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid; the message is one line for the user."""
 
 

@@ -1,4 +1,10 @@
-"""How a build treats a bug in a stage: the failure policy, stated once.
+"""What a run can end with, stated once: the user's mistakes, and a bug in a stage.
+
+A user's mistake (UserError: a bad input file, config, server address, template) is one line
+naming what is wrong and exit status 2, never a traceback; every such error type derives from
+UserError, wherever it is raised.
+
+How a build treats a bug in a stage is the failure policy:
 
 A row whose stage raised something unexpected (not a Reject, not an LLM failure) is a bug, not a
 verdict on the row. It is kept as an `internal_error` reject so nothing is lost, its shard is
@@ -13,6 +19,14 @@ from __future__ import annotations
 from collections import Counter
 
 INTERNAL_ERROR = "internal_error"
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message is one line naming the file, row, field or setting."""
+
+
+class InputError(UserError, ValueError):
+    """Unusable input (seeds, data, a model folder); the message names the file (and row, field)."""
 
 
 class StageBug(RuntimeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flows.contracts import SYSTEM_PROMPT
 from flows.jsonl import json_objects
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.stages.structure import strip_numbering
 
 OFFICIAL_EVAL = Path(__file__).resolve().parent.parent / "data" / "trace-eval" / "202409_trace_evaluation.jsonl"

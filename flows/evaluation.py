@@ -32,7 +32,7 @@ from flows.contracts import EVAL_ROW, request_seed
 from flows.judged_suite import model_and_judge
 from flows.llm.cache import RequestCache
 from flows.llm.client import MODEL_FAILURES, SERVER_FAILURES, LLMCall, LLMClient, LLMFailure
-from flows.pipeline import NoProgress, Progress
+from flows.progress import NoProgress, Progress
 from flows.report import agreement_markdown
 from flows.prompts import Prompt, PromptLibrary, default_library
 from flows.rules import (accept_checks, agreement, checkable_constraints, checkable_ids, checks_schema,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from flows.seeds import InputError
+from flows.errors import InputError
 
 Row = TypeVar("Row")
 

@@ -14,36 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Awaitable, Callable, Iterable, Iterator, Protocol
+from typing import Awaitable, Callable, Iterable, Iterator
 
 from flows.aio import gather_or_cancel
 from flows.contracts import PARENT, stage_schema
 from flows.errors import INTERNAL_ERROR
+from flows.progress import NoProgress, Progress
 from flows.stages.base import Stage, StageContext
 from flows.store import ShardStore, input_hash
-
-
-class Progress(Protocol):
-    """Rows through each stage. A stage's total is the rows that enter it: known at the start for
-    the first stages (the seeds), grown by `expect` as earlier stages pass rows on, so every
-    total is reached when the run ends."""
-
-    def start(self, totals: dict[str, int]) -> None: ...  # the stages that run, and their known totals
-
-    def expect(self, stage: str, n: int = 1) -> None: ...  # n more rows will enter the stage
-
-    def advance(self, stage: str, n: int = 1) -> None: ...  # n rows left the stage
-
-
-class NoProgress:
-    def start(self, totals: dict[str, int]) -> None:
-        pass
-
-    def expect(self, stage: str, n: int = 1) -> None:
-        pass
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        pass
 
 
 class StageClock:

@@ -14,10 +14,12 @@ from pathlib import Path
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flows.errors import UserError
+
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A template is missing, malformed, or was rendered with missing variables."""
 
 

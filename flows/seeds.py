@@ -16,14 +16,11 @@ from typing import Iterable, Iterator
 
 import pyarrow.parquet as pq
 
+from flows.errors import InputError
 from flows.contracts import content_id
 
 SUFFIXES = (".jsonl", ".parquet", ".csv")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-class InputError(ValueError):
-    """Unusable seed input; the message is one line naming the file (and row, field)."""
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.contracts import REJECTS, SCHEMA_VERSION, content_id
-from flows.heap import use_system_allocator
 
 META_KEY = b"trace_build"
 BATCH_ROWS = 1024  # rows at a time when a file is read or written in pieces (a row group when written)
-
-use_system_allocator()  # before the first Parquet read: Arrow's freed memory must go back (flows/heap.py)
-
 
 def input_hash(rows: list[dict], fingerprint: str = "") -> str:
     """What a shard was computed from: its input rows and the fingerprint of the stage

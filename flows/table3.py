@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flows.config import EvalConfig
 from flows.llm.backends import llm_endpoints
-from flows.pipeline import NoProgress, Progress
+from flows.progress import NoProgress, Progress
 from flows.store import write_json_atomic, write_text_atomic
 from flows.suites import SUITES, unscored
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from flows.errors import UserError
+
 __all__ = [
     "TAXONOMY_DIR",
     "DEFAULT_TAXONOMY_PATH",
@@ -39,7 +41,7 @@ DEFAULT_TAXONOMY_PATH = TAXONOMY_DIR / "taxonomy.yaml"
 DEFAULT_PAPER_STATS_PATH = TAXONOMY_DIR / "paper_stats.yaml"
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(UserError, ValueError):
     """A taxonomy or paper-stats file is malformed. The message names the file and entry."""
 
 

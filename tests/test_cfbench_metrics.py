@@ -7,7 +7,7 @@ import pytest
 
 from flows.cfbench.data import Criterion, load_rows, parse_row
 from flows.cfbench.metrics import aggregate, parse_judge_reply, row_metrics
-from flows.seeds import InputError
+from flows.errors import InputError
 
 P, S = "主需", "次需"
 

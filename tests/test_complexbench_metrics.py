@@ -9,7 +9,7 @@ import pytest
 from flows.complexbench.data import load_rows
 from flows.complexbench.metrics import aggregate, constraint_type, with_dependencies
 from flows.complexbench.rules import FORMS, check, extracted_segments, parse_rule
-from flows.seeds import InputError
+from flows.errors import InputError
 
 
 def question(point_id, dims, dep=(), comps=(), rule=None):

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_cli, sim_requests, start_sim
 from flows.evaluation import compute_metrics, metrics_markdown
 from flows.evalset import OFFICIAL_EVAL, load_eval_rows
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.taxonomy import load_taxonomy
 
 

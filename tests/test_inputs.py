@@ -79,7 +79,8 @@ def test_bad_rows_are_rejects_and_jinja_reaches_prompt_verbatim(sim, tmp_path):
 def test_seed_sources_glob_and_fsspec_url(tmp_path):
     import fsspec
 
-    from flows.seeds import InputError, load_seeds
+    from flows.errors import InputError
+    from flows.seeds import load_seeds
 
     (tmp_path / "2026-11-01.jsonl").write_text('{"text": "one"}\n')
     (tmp_path / "2026-11-02.jsonl").write_text('{"text": "two"}\n')

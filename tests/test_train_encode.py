@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.train.encode import IGNORE, collate, encode, encode_example, split_by_sequence
 from flows.train.examples import Example, load_examples
 from flows.train.model import load_tokenizer

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.jsonl import rows_with_unique_ids
-from flows.seeds import InputError
+from flows.errors import InputError
 
 PRIMARY, SECONDARY = "主需", "次需"
 SPLITS = ("easy", "hard")

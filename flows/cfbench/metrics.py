@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 from flows.cfbench.data import PRIMARY, SECONDARY, SPLITS, Row
-from flows.seeds import InputError
+from flows.errors import InputError
 
 NO_TYPE = "(none)"
 _CSR_BAR = Fraction(4, 5)  # PSR, secondaries only: CSR > 0.8

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from flows.complexbench.rules import Rule, parse_rule
 from flows.jsonl import rows_with_unique_ids
-from flows.seeds import InputError
+from flows.errors import InputError
 
 
 @dataclass(frozen=True)

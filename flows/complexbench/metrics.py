@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from flows.complexbench.data import Row
-from flows.seeds import InputError
+from flows.errors import InputError
 
 CONSTRAINT_TYPES = {
     "Lexical": ("Word Matching", "Keywords"),

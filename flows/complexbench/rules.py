@@ -86,7 +86,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flows.seeds import InputError
+from flows.errors import InputError
 
 # ASCII punctuation to the official "Chinese" forms; the other ASCII marks stay as they are.
 _FOLD = str.maketrans({"!": "！", "#": "＃", "$": "＄", "%": "％", "&": "＆", "(": "（", ")": "）", "*": "＊",

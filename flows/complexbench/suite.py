@@ -57,9 +57,9 @@ from flows.judged_suite import (
 )
 from flows.llm.cache import RequestCache
 from flows.llm.client import LLMCall, LLMClient, LLMFailure
-from flows.pipeline import NoProgress, Progress
+from flows.progress import NoProgress, Progress
 from flows.prompts import PromptLibrary, default_library
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.store import write_json_atomic, write_text_atomic
 
 log = logging.getLogger("trace_build.complexbench")

@@ -34,9 +34,9 @@ from flows.ifeval.scoring import MODES, accuracy, metrics_markdown, result_line,
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.llm.client import MODEL_FAILURES, LLMCall, LLMClient, LLMFailure
-from flows.pipeline import NoProgress, Progress
+from flows.progress import NoProgress, Progress
 from flows.prompts import Prompt
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.store import write_json_atomic, write_text_atomic
 
 log = logging.getLogger("trace_build.ifeval")

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.store import write_json_atomic, write_text_atomic
 from flows.train.config import TrainConfig
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flows.errors import UserError
 from flows.train.examples import Example
 from flows.train.methods import SEQUENCES
 
 IGNORE = -100  # label of tokens that are not trained on
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """The tokenizer's chat template cannot split a conversation into prompt and response."""
 
 

@@ -187,7 +187,7 @@ def evaluate_plainly(progress=None) -> Callable[[Evaluation], object]:
     from flows import aio
     from flows.llm.client import LLMFailure
     from flows.llm.running import BackendError
-    from flows.pipeline import NoProgress
+    from flows.progress import NoProgress
     from flows.suites import SUITES, unscored_line
     from flows.table3 import evaluate_all
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.contracts import SYSTEM_PROMPT, content_id
-from flows.seeds import InputError
+from flows.errors import InputError
 
 # The split of a trace-build run that feeds each method.
 SPLIT_FOR = {"sft": "sft", "dpo": "dpo", "iopo": "iopo", "iopo-light": "iopo",

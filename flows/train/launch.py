@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from flows.seeds import InputError
+from flows.errors import InputError, UserError
 from flows.train.config import FSDP_NEEDS_GPUS, TrainConfig
 
 
@@ -116,14 +116,12 @@ def _run_following(command: list[str], metrics: Path, start: int, on_log: Callab
 
 
 def _worker(config_file: str) -> int:
-    from flows.config import ConfigError
-    from flows.train.encode import TemplateError
     from flows.train.run import train
 
     cfg = TrainConfig.model_validate_json(Path(config_file).read_text(encoding="utf-8"))
     try:
         train(cfg)
-    except (ConfigError, InputError, TemplateError) as exc:
+    except UserError as exc:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"trace-build: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.train.encode import IGNORE
 from flows.train.tiny import CHATML_TEMPLATE
 

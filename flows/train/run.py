@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from flows.seeds import InputError
+from flows.errors import InputError
 from flows.store import write_json_atomic
 from flows.train import checkpoints as C
 from flows.train import model as M

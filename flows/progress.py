@@ -1,0 +1,29 @@
+"""How a long job reports how far it is: rows through each stage of a build, rows through each
+phase of an evaluation. The CLI draws bars (cli.TqdmProgress), the flows update Prefect progress
+artifacts (trace_build.ArtifactProgress); the work itself only calls these three methods."""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """Rows through each stage. A stage's total is the rows that enter it: known at the start for
+    the first stages (the seeds), grown by `expect` as earlier stages pass rows on, so every
+    total is reached when the run ends."""
+
+    def start(self, totals: dict[str, int]) -> None: ...  # the stages that run, and their known totals
+
+    def expect(self, stage: str, n: int = 1) -> None: ...  # n more rows will enter the stage
+
+    def advance(self, stage: str, n: int = 1) -> None: ...  # n rows left the stage
+
+
+class NoProgress:
+    def start(self, totals: dict[str, int]) -> None:
+        pass
+
+    def expect(self, stage: str, n: int = 1) -> None:
+        pass
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        pass
