@@ -10,7 +10,10 @@ import time
 from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.contracts import STAGES
 from flows.llm import simulator
+from flows.config import SamplingConfig
 from flows.prompts import PromptLibrary
+
+PIPELINE_SAMPLING = [f for f in SamplingConfig.model_fields if f.endswith("_temperature")]
 
 
 def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
@@ -156,3 +159,41 @@ def test_changed_template_reruns_only_the_calls_it_feeds(sim, tmp_path):
     new_version = PromptLibrary(prompts).version("check_completeness")
     qc_rows = [r for p in (out / "stages" / "qc").glob("shard-*.parquet") for r in read_rows(p)]
     assert qc_rows and all(json.loads(r["templates"])["check_completeness"] == new_version for r in qc_rows)
+
+
+def test_a_changed_grade_temperature_pays_only_the_grading_calls_and_rewrites_only_the_stages_that_grade(tmp_path):
+    """A stage's fingerprint holds its own calls' sampling and settings (stages/base.py), so a
+    setting that only grading reads leaves the shards of the stages before respond as they are."""
+    config, record = tmp_path / "c.yaml", tmp_path / "requests.jsonl"
+    out = tmp_path / "run"
+    with start_sim(record=str(record)) as server:
+        args = ("run", "--seeds", DEMO_SEEDS, "--base-url", server.base_url, "--out", out, "--quiet", "--config", config)
+        # without the preference stages: rows that newly reach full score would be paired (new calls)
+        config.write_text("pipeline: {preference_data: false}\n")
+        assert run_cli(*args).returncode == 0
+        paid = sim_requests(server)
+        shards = {p: p.stat().st_mtime_ns for p in (out / "stages").rglob("*.parquet")}
+        record.unlink()
+
+        config.write_text("pipeline: {preference_data: false, sampling: {grade_temperature: 0.3}}\n")
+        again = run_cli(*args)
+        assert again.returncode == 0, again.stderr
+        new = [json.loads(line) for line in record.read_text().splitlines()]
+        assert new and sim_requests(server) - paid == len(new)
+    assert {body["temperature"] for body in new} == {0.3}  # grading calls only: every other answer is cached
+    rewritten = {p.parent.name for p, mtime in shards.items() if p.stat().st_mtime_ns != mtime} - {"seeds"}  # read anew by every run
+    assert rewritten == {"respond"}  # the stage that grades; taxonomy, expand, structure and qc are read back
+
+
+def test_every_stage_declares_the_settings_it_reads():
+    """What enters a stage's fingerprint is what it declares: a setting its code reads but does
+    not declare would leave stale shards when it changes."""
+    import re
+
+    from flows.stages import default_stages
+
+    for stage in default_stages(True):
+        source = (REPO / "flows" / "stages" / f"{type(stage).__module__.rsplit('.', 1)[1]}.py").read_text()
+        read = set(re.findall(r"ctx\.config\.(\w+)", source)) - {"sampling"}
+        assert read <= set(stage.settings), (stage.name, read - set(stage.settings))
+        assert all(kind in {f.removesuffix("_temperature") for f in PIPELINE_SAMPLING} for kind in stage.calls.values())

@@ -50,11 +50,16 @@ class StageContext:
         return request_seed(self.config.seed, *purpose)
 
     def fingerprint(self, stage: "Stage") -> str:
-        """Everything besides its input rows that a stage's output depends on: a finished shard
-        is reused only while this is unchanged (a new template reruns the stages it feeds)."""
+        """Everything besides its input rows that a stage's output depends on: its templates,
+        the sampling of its calls, the settings it reads, the run seed, the taxonomy and the
+        model. A finished shard is reused only while this is unchanged, so a change reruns the
+        stages it touches (and those its changed rows reach), no others."""
         templates = {name: self.prompts.version(name) for name in stage.templates}
-        return content_id(stage.name, templates, self.config.model_dump(mode="json"),
-                          self.taxonomy.content_hash, self.client.model)
+        sampling = self.config.sampling
+        calls = {kind: [getattr(sampling, f"{kind}_temperature"), getattr(sampling, f"{kind}_max_tokens")]
+                 for kind in sorted(set(stage.calls.values()))}
+        settings = {name: getattr(self.config, name) for name in ("seed", *stage.settings)}
+        return content_id(stage.name, templates, calls, settings, self.taxonomy.content_hash, self.client.model)
 
 
 @dataclass
@@ -67,16 +72,25 @@ class RowTrace:
 
 
 class Stage:
+    """What a stage is: its name (its parent and output columns are contracts.PARENT and
+    contracts.STAGE_COLUMNS, with every table schema), the LLM calls it makes, and the settings
+    it reads; all of them, and nothing else of the config, enter its fingerprint."""
+
     name: str = ""
-    templates: tuple[str, ...] = ()  # the prompt templates its calls use
+    calls: dict[str, str] = {}  # prompt template -> the sampling it asks with (SamplingConfig: <kind>_temperature)
+    settings: tuple[str, ...] = ()  # the PipelineConfig fields its process() reads (the seed: every stage)
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return tuple(self.calls)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         raise NotImplementedError
 
     async def ask(self, ctx: StageContext, trace: RowTrace, row: dict, template: str,
-                  kind: str, schema: dict | None = None, **values) -> LLMResult:
+                  schema: dict | None = None, **values) -> LLMResult:
         prompt = ctx.prompts.render(template, **values)
-        sampling = ctx.config.sampling
+        sampling, kind = ctx.config.sampling, self.calls[template]
         call = LLMCall(
             stage=self.name, prompt=prompt, schema=schema,
             temperature=getattr(sampling, f"{kind}_temperature"),

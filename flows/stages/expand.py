@@ -50,7 +50,8 @@ def draw_dimensions(rng: random.Random, fit: list[str], weights: dict[str, float
 
 class ExpandStage(Stage):
     name = "expand"
-    templates = ("expand",)
+    calls = {"expand": "expand"}
+    settings = ("constraint_counts", "max_constraints")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         distribution = ctx.config.constraint_counts or paper_count_distribution()
@@ -59,7 +60,7 @@ class ExpandStage(Stage):
         shares = {d.id: d.eval_share for d in ctx.taxonomy.dimensions}
         targets = draw_dimensions(rng, row["fit_dimensions"], shares, n)
         result = await self.ask(
-            ctx, trace, row, "expand", "expand", INSTRUCTION_SCHEMA,
+            ctx, trace, row, "expand", INSTRUCTION_SCHEMA,
             dimensions=ctx.taxonomy.dimensions,
             targets=[ctx.taxonomy.dimension(d) for d in targets], seed=row["text"],
         )

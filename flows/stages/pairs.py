@@ -82,12 +82,13 @@ def apply_edit(op: str, data: dict, constraints: list[dict], taxonomy) -> tuple[
 
 class DPOStage(Stage):
     name = "dpo"
-    templates = ("worsen", "grade")
+    calls = {"worsen": "worsen", "grade": "grade"}
+    settings = ("rule_policy",)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         if not row["full_score"]:
             raise Reject("score_below_10", "only answers with 10 on every constraint get preference data")
-        worse = await self.ask(ctx, trace, row, "worsen", "worsen", None,
+        worse = await self.ask(ctx, trace, row, "worsen", None,
                                instruction=row["prompt"], response=row["response"])
         rejected = worse.content.strip()
         scores, overall, _ = await grade(self, ctx, trace, row, row["constraints"], rejected)
@@ -98,7 +99,8 @@ class DPOStage(Stage):
 
 class IOPOStage(Stage):
     name = "iopo"
-    templates = ("iopo_edit", "respond", "grade")
+    calls = {"iopo_edit": "edit", "respond": "respond", "grade": "grade"}
+    settings = ("rule_policy",)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         if not row["full_score"]:
@@ -108,7 +110,7 @@ class IOPOStage(Stage):
         ops = EDIT_OPS if len(constraints) > 1 else ("add", "revise")
         op = ctx.rng("iopo-edit", row["seed_id"]).choice(ops)
         edit = await self.ask(
-            ctx, trace, row, "iopo_edit", "edit", edit_schema(op, list(ctx.taxonomy.ids), len(constraints)),
+            ctx, trace, row, "iopo_edit", edit_schema(op, list(ctx.taxonomy.ids), len(constraints)),
             dimensions=ctx.taxonomy.dimensions, op=op, description=row["description"],
             constraints=constraints, input=row["input"], response=row["response"],
         )
@@ -117,7 +119,7 @@ class IOPOStage(Stage):
         except Reject as exc:
             raise Reject(exc.reason, f"op={op}; {exc.detail}") from None
         prompt2 = instruction_text(row["description"], constraints2, row["input"])
-        answer = await self.ask(ctx, trace, row, "respond", "respond", None, instruction=prompt2)
+        answer = await self.ask(ctx, trace, row, "respond", None, instruction=prompt2)
         response2 = answer.content.strip()
         (s22, _, _), (s12, _, _), (s21, _, _) = await asyncio.gather(
             grade(self, ctx, trace, row, constraints2, response2),

@@ -32,13 +32,13 @@ def completeness_verdict(answer: dict, input_text: str) -> str | None:
 
 class QualityStage(Stage):
     name = "qc"
-    templates = ("check_completeness", "check_redundancy")
+    calls = {"check_completeness": "qc", "check_redundancy": "qc"}
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         parts = {"description": row["description"], "constraints": row["constraints"], "input": row["input"]}
         complete, non_redundant = await asyncio.gather(
-            self.ask(ctx, trace, row, "check_completeness", "qc", verdict_schema(*COMPLETENESS), **parts),
-            self.ask(ctx, trace, row, "check_redundancy", "qc", verdict_schema("non_redundant"), **parts),
+            self.ask(ctx, trace, row, "check_completeness", verdict_schema(*COMPLETENESS), **parts),
+            self.ask(ctx, trace, row, "check_redundancy", verdict_schema("non_redundant"), **parts),
         )
         missing = completeness_verdict(complete.data, row["input"])
         if missing:

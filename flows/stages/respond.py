@@ -48,7 +48,7 @@ async def grade(stage: Stage, ctx: StageContext, trace: RowTrace, row: dict, con
     """(per-constraint scores with rule verdicts, overall, overall explanation) of `response`
     against the row's description and input with `constraints`."""
     result = await stage.ask(
-        ctx, trace, row, "grade", "grade", grade_schema(len(constraints)),
+        ctx, trace, row, "grade", grade_schema(len(constraints)),
         description=row["description"], constraints=constraints, input=row["input"], response=response,
     )
     scores = scores_from(result.data, constraints, response)
@@ -57,11 +57,12 @@ async def grade(stage: Stage, ctx: StageContext, trace: RowTrace, row: dict, con
 
 class RespondStage(Stage):
     name = "respond"
-    templates = ("respond", "grade")
+    calls = {"respond": "respond", "grade": "grade"}
+    settings = ("rule_policy",)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         prompt = instruction_text(row["description"], row["constraints"], row["input"])
-        answer = await self.ask(ctx, trace, row, "respond", "respond", None, instruction=prompt)
+        answer = await self.ask(ctx, trace, row, "respond", None, instruction=prompt)
         response = answer.content.strip()
         scores, overall, explanation = await grade(self, ctx, trace, row, row["constraints"], response)
         return {"prompt": prompt, "response": response, "scores": scores, "overall": overall,

@@ -48,13 +48,14 @@ def normalise_input(text: str) -> str:
 
 class StructureStage(Stage):
     name = "structure"
-    templates = ("structure", "extract_checks")
+    calls = {"structure": "structure", "extract_checks": "checks"}
+    settings = ("max_constraints", "rule_checks")
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         # the expansion wrote one constraint per drawn dimension, in order: the labels come from them
         drawn = [ctx.taxonomy.dimension(d) for d in row["target_dimensions"]]
         schema = structure_schema(list(dict.fromkeys(d.id for d in drawn)), ctx.config.max_constraints)
-        result = await self.ask(ctx, trace, row, "structure", "structure", schema,
+        result = await self.ask(ctx, trace, row, "structure", schema,
                                 instruction=row["instruction"], dimensions=ctx.taxonomy.dimensions, drawn=drawn)
         data = result.data
         if not data["extractable"]:
@@ -83,7 +84,7 @@ class StructureStage(Stage):
         are optional: when the extraction fails the row goes on without them (the client counts it)."""
         try:
             asked = checkable_constraints(constraints, ctx.taxonomy)
-            result = await self.ask(ctx, trace, row, "extract_checks", "checks", checks_schema(len(asked)),
+            result = await self.ask(ctx, trace, row, "extract_checks", checks_schema(len(asked)),
                                     constraints=asked, checkable=checkable_ids(ctx.taxonomy), kinds=DIMENSION_KINDS)
         except LLMFailure:
             return constraints

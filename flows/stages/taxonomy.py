@@ -28,11 +28,11 @@ def tag_schema(dimension_ids: list[str]) -> dict:
 
 class TaxonomyStage(Stage):
     name = "taxonomy"
-    templates = ("tag_taxonomy",)
+    calls = {"tag_taxonomy": "tag"}  # template -> its sampling (config.SamplingConfig: tag_temperature, ...)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         result = await self.ask(
-            ctx, trace, row, "tag_taxonomy", "tag", tag_schema(list(ctx.taxonomy.ids)),
+            ctx, trace, row, "tag_taxonomy", tag_schema(list(ctx.taxonomy.ids)),
             dimensions=ctx.taxonomy.dimensions, seed=row["text"],
         )
         fit = list(dict.fromkeys(result.data["fitting_dimensions"]))
