@@ -1,7 +1,15 @@
 """One trace build from seeds to the splits and exports, as plain async Python.
 
-The Prefect flow (flows/trace_build.py) and the CLI both call `build_trace`; the flow only
-tracks each window of seeds as a Prefect task through `track`.
+    result = await build_trace(cfg, progress)                        # the CLI
+    result = await build_trace(cfg, progress, track, step, ranges)   # the trace-build flow
+
+One plan for every build: the layout is prepared (every seed row read once), the seeds go
+through the stages, then the splits, exports and manifest are written over every shard. With
+execution.ranges > 1 the seeds are cut into ranges, each built into its own part of the run
+folder by a range runner: `ranges_here` builds them in this process one after another,
+trace_build.ranges_on_pool as flow runs of the range deployment on a work pool (any worker, any
+machine sharing the run folder). The flow also tracks each window of seeds as a Prefect task
+(`track`) and each step after the stages (`step`).
 """
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from flows.config import RunConfig
 from flows.contracts import PAIR_STAGES, PARENT, STAGES
@@ -29,6 +37,7 @@ from flows.store import ShardStore
 from flows.taxonomy import load_taxonomy
 
 log = logging.getLogger("trace_build")
+
 
 @dataclass
 class BuildResult:
@@ -51,19 +60,31 @@ async def run_step(name: str, fn: Callable, **kwargs):
     return fn(**kwargs)
 
 
-async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
-                      track: WindowTracker = untracked_window, step=run_step) -> BuildResult:
-    """The whole build in this process. With execution.ranges > 1 the ranges are built here one
-    after another (the Prefect flow fans them out over the work pool instead), then merged."""
+# Builds the ranges of a build (execution.ranges > 1) into their parts of the run folder; raises
+# when any did not finish. Two of them: ranges_here, and trace_build.ranges_on_pool.
+RangeRunner = Callable[[RunConfig], Awaitable[None]]
+
+
+async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(), track: WindowTracker = untracked_window,
+                      step=run_step, run_ranges: RangeRunner | None = None) -> BuildResult:
+    """The whole build: layout, stages (in this process, or as ranges by `run_ranges`, default
+    ranges_here), then the outputs over every shard."""
     started = time.time()
-    ranges = cfg.execution.ranges
     count = prepare_layout(cfg)
-    if ranges == 1:
-        built = await run_stages(cfg, ShardStore(cfg.out), progress, track, count=count)
-        return await finish_build(cfg, [built], started, step)
-    for index in range(ranges):
-        await build_range(cfg, index, progress, track)
-    return await finish_build(cfg, read_range_results(cfg.out, ranges), started, step)
+    if cfg.execution.ranges == 1:
+        built = [asdict(await run_stages(cfg, ShardStore(cfg.out), progress, track, count=count))]
+    else:
+        await (run_ranges or ranges_here(progress, track))(cfg)
+        built = read_range_results(cfg.out, cfg.execution.ranges)
+    return await finish_build(cfg, built, started, step)
+
+
+def ranges_here(progress: Progress = NoProgress(), track: WindowTracker = untracked_window) -> RangeRunner:
+    """The ranges built in this process, one after another."""
+    async def run(cfg: RunConfig) -> None:
+        for index in range(cfg.execution.ranges):
+            await build_range(cfg, index, progress, track)
+    return run
 
 
 def seed_items(cfg: RunConfig, index: int | None = None):
@@ -93,9 +114,9 @@ async def build_range(cfg: RunConfig, index: int, progress: Progress = NoProgres
     return result
 
 
-async def finish_build(cfg: RunConfig, built: list, started: float, step=run_step) -> BuildResult:
-    """Splits, exports and the manifest over every range's shards."""
-    built = [asdict(b) if isinstance(b, StagesResult) else b for b in built]
+async def finish_build(cfg: RunConfig, built: list[dict], started: float, step=run_step) -> BuildResult:
+    """Splits, exports and the manifest over every range's shards (`built`: each range's
+    StagesResult, as a dict)."""
     models = sorted({b["model"] for b in built})
     if len(models) > 1:
         log.warning("ranges were built by different models: %s", ", ".join(models))

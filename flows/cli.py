@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from flows import aio
-from flows.config import ConfigError, load_config
+from flows.config import BUILD_OPTIONS, ConfigError, build_overrides, load_config
 from flows.errors import InputError, StageBug, UserError
 from flows.llm.running import BackendError
 from flows.suites import SUITES, suite_names
@@ -54,14 +54,7 @@ def cmd_run(args) -> int:
     from flows.llm.client import LLMFailure
     from flows.report import cost_text, format_funnel, written_exports
 
-    overrides = {
-        "seeds": args.seeds, "limit": args.limit, "out": args.out,
-        "llm.base_urls": args.base_url, "llm.backend": args.backend, "llm.backend_model": args.backend_model,
-        "llm.model": args.model, "llm.max_in_flight": args.max_in_flight,
-    }
-    if args.base_url:
-        overrides["llm.backend"] = None
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, build_overrides(**{name: getattr(args, name) for name in BUILD_OPTIONS}))
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         result = aio.run(build_trace(cfg, progress))
@@ -79,9 +72,18 @@ def cmd_run(args) -> int:
     if args.show:
         show_sft(result.run_dir, args.show)
     bugs = internal_errors(result.manifest["funnel"])
-    if bugs:
+    if bugs:  # nothing trains on an incomplete build
         print(f"trace-build: error: {bug_message(bugs)}", file=sys.stderr)
         return 1
+    if cfg.training.trigger:
+        from flows.train.trigger import start_training, training_line
+
+        try:
+            print(training_line(aio.run(start_training(result.manifest, result.run_dir, cfg.training))))
+        except Exception as exc:  # recorded in the manifest; the build is done, the training did not start
+            print(f"trace-build: error: training not started ({type(exc).__name__}: {str(exc)[:300]}); "
+                  "is a Prefect server up (trace-build up) with the deployment?", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -301,14 +303,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve_llm)
 
     r = sub.add_parser("run", help="run a trace build over seed instructions")
-    r.add_argument("--seeds", help="a JSONL/Parquet/CSV file or a folder of them (default data/seeds)")
-    r.add_argument("--limit", type=int, help="use only the first N seeds")
-    r.add_argument("--out", help="run folder (default runs/latest); rerunning resumes it")
-    r.add_argument("--base-url", action="append", help="OpenAI-compatible /v1 URL; repeat for replicas")
-    r.add_argument("--backend", choices=["embedded", "simulated", "vllm"], help="start this backend for the run")
-    r.add_argument("--backend-model", help="model the started backend serves")
-    r.add_argument("--model", help="model name to request (default: the first the server lists)")
-    r.add_argument("--max-in-flight", type=int, help="requests in flight per endpoint")
+    for name, (_, how) in BUILD_OPTIONS.items():  # the trace-build flow takes the same, as parameters
+        how = dict(how)
+        r.add_argument(how.pop("flag", "--" + name.replace("_", "-")), dest=name, **how)
     r.add_argument("--config", help="YAML config file (see configs/)")
     r.add_argument("--show", type=int, default=0, metavar="N", help="print N rows of the SFT split at the end")
     r.add_argument("--quiet", action="store_true", help="no progress bars")

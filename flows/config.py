@@ -257,6 +257,39 @@ def eval_overrides(*, base_urls=None, model=None, backend=None, backend_model=No
     return overrides
 
 
+# The options of a build, the same for `trace-build run` and the trace-build flow: name (the flow
+# parameter), where it goes in RunConfig, and how the command line takes it.
+BUILD_OPTIONS: dict[str, tuple[str, dict]] = {
+    "seeds": ("seeds", {"help": "a JSONL/Parquet/CSV file or a folder of them (default data/seeds)"}),
+    "limit": ("limit", {"type": int, "help": "use only the first N seeds"}),
+    "out": ("out", {"help": "run folder (default runs/latest); rerunning resumes it"}),
+    "base_urls": ("llm.base_urls", {"flag": "--base-url", "action": "append",
+                                    "help": "OpenAI-compatible /v1 URL; repeat for replicas"}),
+    "backend": ("llm.backend", {"choices": ["embedded", "simulated", "vllm"], "help": "start this backend for the run"}),
+    "backend_model": ("llm.backend_model", {"help": "model the started backend serves"}),
+    "model": ("llm.model", {"help": "model name to request (default: the first the server lists)"}),
+    "max_in_flight": ("llm.max_in_flight", {"type": int, "help": "requests in flight per endpoint"}),
+    "ranges": ("execution.ranges", {"type": int, "help": "build the seeds in N ranges (the flow: N flow runs on the "
+                                                         "work pool; the command line: one after another)"}),
+    "trigger_training": ("training.trigger", {"action": "store_const", "const": True,
+                                              "help": "start the training deployment on the splits when done "
+                                                      "(needs a Prefect server: trace-build up)"}),
+    "training_method": ("training.method", {"choices": list(METHODS), "help": "the method it trains (default iopo)"}),
+}
+
+
+def build_overrides(**options) -> dict:
+    """Dotted RunConfig overrides from build options (None: not given). A base URL given replaces
+    the config's backend."""
+    unknown = set(options) - set(BUILD_OPTIONS)
+    if unknown:
+        raise TypeError(f"not build options: {sorted(unknown)}")
+    overrides = {BUILD_OPTIONS[name][0]: value for name, value in options.items()}
+    if options.get("base_urls"):
+        overrides["llm.backend"] = None
+    return overrides
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None, model: type = RunConfig):
     """Read a YAML config (optional), apply dotted overrides like {"llm.base_urls": [...]}, and
     validate it as `model` (RunConfig, or EvalConfig for an evaluation)."""

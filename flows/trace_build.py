@@ -1,8 +1,10 @@
 """The `trace-build` Prefect flow: seeds -> five stages -> DPO / IOPO -> splits and exports.
 
-The work itself is flows.build.build_trace; this module only names it for Prefect, runs each
-window of seeds as a task so the UI shows where a build is (with a progress artifact per stage),
-and reports the funnel as artifacts.
+The work itself is flows.build.build_trace, as from the command line; what this module adds is
+Prefect's: each window of seeds and each later step as a task (so the UI shows where a build
+is), a progress artifact per stage, the funnel and summary artifacts, the range runner that
+fans a build out as flow runs of `trace-build-range` on a work pool (ranges_on_pool), and the
+training deployment started when the build is done.
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from flows import aio
-from flows.build import BuildResult, build_range, build_trace, finish_build, prepare_layout
-from flows.config import RunConfig, load_config
+from flows.build import BuildResult, build_range, build_trace
+from flows.config import RunConfig, build_overrides, load_config
 from flows.errors import StageBug, bug_message, internal_errors
-from flows.ranges import part_name, read_range_results, shared_paths
+from flows.ranges import part_name, shared_paths
 from flows.report import agreement_markdown, cost_text, format_funnel, reasons_text, written_exports
 from flows.store import write_json_atomic
-from flows.train.trigger import training_request
+from flows.train.trigger import start_training, training_line
 
 aio.prefer_uvloop()  # the loop the CLI runs on (flows/aio.py): less client CPU per request
 
@@ -93,30 +95,6 @@ class ArtifactProgress:
         await asyncio.gather(*(self._update(stage, 100.0) for stage in self._ids))
 
 
-async def start_training(cfg: RunConfig, result: BuildResult, method: str | None) -> dict:
-    """Start the training deployment on this run's splits without waiting for it (it runs on
-    the GPU pool); record what was started, or why nothing was, in the run's manifest."""
-    from prefect.deployments.flow_runs import arun_deployment
-
-    request = training_request(cfg.training, result.manifest, result.run_dir / "manifest.json", method)
-    record = {"deployment": request.deployment, "method": request.method}
-    try:
-        if request.parameters is None:
-            record["skipped"] = request.skipped
-            get_run_logger().warning("training not started: %s", request.skipped)
-        else:
-            run = await arun_deployment(request.deployment, parameters=request.parameters, timeout=0)
-            record |= {"flow_run_id": str(run.id), "flow_run_name": run.name, "parameters": request.parameters}
-            get_run_logger().info("started %s: flow run %s (%s)", request.deployment, run.name, run.id)
-    except Exception as exc:  # recorded, then the build fails: the user asked for a training run
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        result.manifest["training"] = record
-        write_json_atomic(result.run_dir / "manifest.json", result.manifest)
-    return record
-
-
 def stage_table(manifest: dict) -> list[dict]:
     """One row per stage: rows in / out / rejected by reason, LLM usage, and wall time."""
     usage, timing = manifest["usage"], manifest.get("timing", {})
@@ -145,16 +123,13 @@ def summary_markdown(result: BuildResult, training: dict | None) -> str:
     return text
 
 
-async def build_over_pool(cfg: RunConfig) -> BuildResult:
-    """The seeds in `execution.ranges` ranges, each built by a flow run of the range deployment
-    that any worker polling the pool takes, on any machine sharing the run folder; then the
-    splits and exports over all of them. A range that fails fails the build; the next run of
-    the build reuses every shard the ranges finished, so only what is missing is paid for."""
+async def ranges_on_pool(cfg: RunConfig) -> None:
+    """build.RangeRunner: each range a flow run of the range deployment, which any worker
+    polling the pool takes, on any machine sharing the run folder. A range that fails fails the
+    build; the next run reuses every shard the ranges finished, so only what is missing is paid."""
     from prefect.deployments.flow_runs import arun_deployment
 
-    started = time.time()
     ranges = cfg.execution.ranges
-    prepare_layout(cfg)  # a bad seed row fails the build here, before any range pays a request
     shared = json.loads(shared_paths(cfg).model_dump_json())
     get_run_logger().info("%d ranges on %s", ranges, cfg.execution.range_deployment)
     runs = await asyncio.gather(*(
@@ -166,7 +141,6 @@ async def build_over_pool(cfg: RunConfig) -> BuildResult:
     if failed:
         raise RuntimeError(f"ranges did not complete: {', '.join(failed)}; run the build again to finish them "
                            "(finished shards are reused)")
-    return await finish_build(cfg, read_range_results(cfg.out, ranges), started, as_prefect_step)
 
 
 @flow(name="trace-build-range", log_prints=True)
@@ -189,27 +163,26 @@ async def trace_build(
     base_urls: list[str] | None = None,
     backend: str | None = None,
     backend_model: str | None = None,
-    config: str | None = None,
+    model: str | None = None,
+    max_in_flight: int | None = None,
+    ranges: int | None = None,
     trigger_training: bool | None = None,
     training_method: str | None = None,
-    ranges: int | None = None,
+    config: str | None = None,
 ) -> dict:
     """Build Trace data from seed instructions. Give base_urls of running OpenAI-compatible
     servers, or a backend (simulated, embedded, vllm) to start for the run. With ranges > 1
     (or execution.ranges in the config), the seeds are split into that many ranges, each built
     by its own flow run on the work pool. With trigger_training (or training.trigger in the
-    config), start the training deployment (default iopo-train/gpu) on the splits when done."""
-    cfg = load_config(config, {
-        "seeds": seeds, "limit": limit, "out": out, "llm.base_urls": base_urls,
-        "llm.backend": None if base_urls else backend, "llm.backend_model": backend_model,
-        "training.trigger": trigger_training, "training.method": training_method, "execution.ranges": ranges,
-    })
-    if cfg.execution.ranges > 1:
-        result = await build_over_pool(cfg)
-    else:
-        progress = ArtifactProgress()
-        result = await build_trace(cfg, progress=progress, track=as_prefect_task, step=as_prefect_step)
-        await progress.finish()
+    config), start the training deployment (default iopo-train/gpu) on the splits when done.
+    The parameters are `trace-build run`'s options (config.BUILD_OPTIONS)."""
+    cfg = load_config(config, build_overrides(
+        seeds=seeds, limit=limit, out=out, base_urls=base_urls, backend=backend, backend_model=backend_model,
+        model=model, max_in_flight=max_in_flight, ranges=ranges, trigger_training=trigger_training,
+        training_method=training_method))
+    progress = ArtifactProgress()
+    result = await build_trace(cfg, progress, track=as_prefect_task, step=as_prefect_step, run_ranges=ranges_on_pool)
+    await progress.finish()
     print(format_funnel(result.manifest["funnel"]))
     await create_table_artifact(
         key="trace-build-funnel", table=stage_table(result.manifest),
@@ -218,7 +191,10 @@ async def trace_build(
     )
     bugs = internal_errors(result.manifest["funnel"])
     # rows a bug rejected: the outputs are written, but nothing trains on an incomplete build
-    training = await start_training(cfg, result, training_method) if cfg.training.trigger and not bugs else None
+    training = await start_training(result.manifest, result.run_dir, cfg.training) if cfg.training.trigger and not bugs \
+        else None
+    if training:
+        print(training_line(training))
     await create_markdown_artifact(key="trace-build-summary", markdown=summary_markdown(result, training),
                                    description="Summary of the trace build")
     if bugs:

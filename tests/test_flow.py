@@ -189,3 +189,16 @@ def test_trace_eval_flow_runs_the_ifeval_suite(harness, sim, tmp_path):
             break
         time.sleep(0.2)
     assert "| prompt-level |" in found["ifeval-results"].data and "## By category" in found["ifeval-results"].data
+
+
+def test_the_command_line_and_the_flow_take_the_same_build_options_from_one_list():
+    import inspect
+
+    from flows.cli import parser
+    from flows.config import BUILD_OPTIONS
+
+    assert set(inspect.signature(trace_build.fn).parameters) == set(BUILD_OPTIONS) | {"config"}
+    run = next(a for a in parser()._subparsers._group_actions[0].choices["run"]._actions if a.dest == "ranges")
+    assert run.type is int
+    dests = {a.dest for a in parser()._subparsers._group_actions[0].choices["run"]._actions}
+    assert set(BUILD_OPTIONS) <= dests

@@ -1,9 +1,9 @@
 """What a finished trace build hands to the training deployment, and when it hands nothing.
 
-    request = training_request(cfg.training, manifest, manifest_path, method=None)
-    if request.parameters: run_deployment(request.deployment, parameters=request.parameters, timeout=0)
+    record = await start_training(manifest, run_dir, cfg.training)   # the flow and `trace-build run`
 
-Plain Python so the decision is testable without Prefect; flows/trace_build.py makes the call.
+The decision (training_request) is plain Python, testable without Prefect; start_training makes
+the call through Prefect's API and records it in the run's manifest.
 """
 from __future__ import annotations
 
@@ -38,3 +38,34 @@ def training_request(training: TrainingConfig, manifest: dict, manifest_path: Pa
     return TrainingRequest(training.deployment, method, {
         "manifest": str(Path(manifest_path).resolve()), "method": method, "overrides": overrides,
     })
+
+
+async def start_training(manifest: dict, run_dir: Path, training: TrainingConfig) -> dict:
+    """Start the training deployment on this run's splits without waiting for it (it runs on the
+    GPU pool); record what was started, or why nothing was, in the run's manifest. A failure to
+    start is recorded, then raised: the user asked for a training run."""
+    from prefect.deployments.flow_runs import arun_deployment
+
+    from flows.store import write_json_atomic
+
+    request = training_request(training, manifest, Path(run_dir) / "manifest.json")
+    record = {"deployment": request.deployment, "method": request.method}
+    try:
+        if request.parameters is None:
+            record["skipped"] = request.skipped
+        else:
+            run = await arun_deployment(request.deployment, parameters=request.parameters, timeout=0)
+            record |= {"flow_run_id": str(run.id), "flow_run_name": run.name, "parameters": request.parameters}
+    except Exception as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        manifest["training"] = record
+        write_json_atomic(Path(run_dir) / "manifest.json", manifest)
+    return record
+
+
+def training_line(record: dict) -> str:
+    if record.get("flow_run_id"):
+        return f"training: started {record['deployment']} ({record['method']}): flow run {record['flow_run_name']}"
+    return f"training: not started: {record['skipped']}"
