@@ -43,15 +43,8 @@ from flows.ranges import merge_usage
 from flows.report import funnel, taxonomy_report, taxonomy_report_markdown
 from flows.report_html import write_report_html
 from flows.rules import Agreement
-from flows.splits import (
-    ALL_SPLITS,
-    COMPACT_EVERY,
-    TRAIN_SPLITS,
-    Candidates,
-    SplitConfig,
-    official_eval_instructions,
-    stream_splits,
-)
+from flows.split_plan import ALL_SPLITS, COMPACT_EVERY, TRAIN_SPLITS, Candidates, SplitConfig
+from flows.splits import official_eval_instructions, stream_splits
 from flows.store import (
     BATCH_ROWS,
     ParquetStreamWriter,

@@ -5,13 +5,9 @@ from collections import Counter
 
 import pytest
 
-from flows.splits import (
-    SplitConfig,
-    _largest_remainder,
-    build_splits,
-    normalise_instruction,
-    official_eval_instructions,
-)
+from flows.near_duplicates import normalise_instruction
+from flows.split_plan import SplitConfig, _largest_remainder
+from flows.splits import build_splits, official_eval_instructions
 from flows.taxonomy import load_paper_stats
 
 ZH = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]

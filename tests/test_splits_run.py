@@ -5,7 +5,8 @@ import datasets
 import pytest
 
 from conftest import assert_accounted, read_rows
-from flows.splits import normalise_instruction, official_eval_instructions
+from flows.near_duplicates import normalise_instruction
+from flows.splits import official_eval_instructions
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """The streaming splits, reports and exports give exactly what the in-memory path gives.
 
-- flows.splits.stream_splits against build_splits on the scenarios of test_splits.py and on
-  pools full of exact and near duplicates and official eval instructions;
+- flows.splits.stream_splits against the in-memory implementation it replaced
+  (tests/splits_reference.py) on the scenarios of test_splits.py and on pools full of exact and
+  near duplicates and official eval instructions;
 - flows.outputs.write_outputs on a run folder of several shards in two range parts, with exact
   and near duplicates, rows that contaminate eval and the official eval set, rows below full
-  score and pair-stage rejects, against the in-memory reference (every row read, build_splits,
+  score and pair-stage rejects, against the in-memory reference (every row read, its splits,
   the JSON files as json.dumps writes a list): the same rows in the same order in every split,
   the same rejects, the same manifest numbers, export files byte for byte (a Parquet file of more
   than one batch: the same table and metadata, a row group per batch).
@@ -24,6 +25,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
+from splits_reference import reference_splits
 from test_splits import en_text, make_candidates, pool, seed_rows, zh_text
 
 from flows.config import RunConfig
@@ -39,18 +41,12 @@ from flows.outputs import below_full_score, write_outputs
 from flows.prompts import default_library
 from flows.report import taxonomy_report
 from flows.rules import agreement
-from flows.splits import (
-    ALL_SPLITS,
-    Candidates,
-    SplitConfig,
-    build_splits,
-    official_eval_instructions,
-    stream_splits,
-)
+from flows.split_plan import ALL_SPLITS, Candidates, SplitConfig
+from flows.splits import build_splits, official_eval_instructions, stream_splits
 from flows.store import ShardStore, to_table, write_table_atomic
 from flows.taxonomy import load_taxonomy
 
-# --- stream_splits == build_splits ------------------------------------------------------------
+# --- stream_splits == the in-memory reference ------------------------------------------------------------
 
 
 class RowTexts:
@@ -104,9 +100,10 @@ def near_and_exact_pool(n: int, seed: int = 0) -> dict[str, list[dict]]:
     ("weights", near_and_exact_pool(600, 2), SplitConfig(eval_size=60, weights={"sft": 1, "dpo": 0, "iopo": 2}), 1042),
     ("eval only", near_and_exact_pool(60, 3), SplitConfig(eval_size=60, eval_fraction=1.0), 0),
 ])
-def test_stream_splits_equals_build_splits(name, candidates, config, n_refs):
+def test_stream_splits_equals_the_in_memory_reference(name, candidates, config, n_refs):
     refs = official_eval_instructions()[:n_refs]
-    expected = build_splits(candidates, config, refs)
+    expected = reference_splits(candidates, config, refs)
+    assert build_splits(candidates, config, refs) == expected  # the same, from rows in memory
     splits, rejects, reads = streamed(candidates, config, refs)
     assert splits == expected.splits
     assert rejects == expected.rejects
@@ -132,13 +129,13 @@ def test_stream_splits_on_the_test_splits_scenarios():
     cands = make_candidates(seeds)
     cands["iopo"][-1]["prompt2"] = None  # an iopo row without x2
     for config in (SplitConfig(eval_size=1, eval_histogram={3: 1}), SplitConfig(eval_size=0)):
-        expected = build_splits(cands, config, official)
+        expected = reference_splits(cands, config, official)
         splits, rejects, _ = streamed(cands, config, official)
         assert (splits, rejects) == (expected.splits, expected.rejects)
     dup = make_candidates([seed_rows(f"d{i}", held if i < 2 else zh_text(rng, 60), 4, ("sft", "iopo"))
                            for i in range(20)])
     config = SplitConfig(eval_size=20, eval_fraction=1.0)
-    expected = build_splits(dup, config)
+    expected = reference_splits(dup, config)
     assert streamed(dup, config)[:2] == (expected.splits, expected.rejects)
 
 
@@ -206,7 +203,7 @@ def write_run(run_dir, n: int = 140, shard_size: int = 9) -> None:
 
 
 def reference(store: ShardStore, cfg: RunConfig, card: dict, out_dir) -> dict:
-    """What write_outputs wrote before it streamed: every row in memory, build_splits, each split
+    """What write_outputs wrote before it streamed: every row in memory, the in-memory splits, each split
     file in one piece, the JSON exports as json.dumps writes a list."""
     outputs = {stage: store.read_stage(stage) for stage in ("respond", "dpo", "iopo")}
 
@@ -218,7 +215,7 @@ def reference(store: ShardStore, cfg: RunConfig, card: dict, out_dir) -> dict:
     candidates = {"sft": [with_messages(r) for r in outputs["respond"] if r["full_score"]],
                   "dpo": [with_messages(r) for r in outputs["dpo"]], "iopo": [with_messages(r) for r in outputs["iopo"]]}
     below = sorted((below_full_score(r) for r in outputs["respond"] if not r["full_score"]), key=lambda r: r["row_id"])
-    result = build_splits(candidates, SplitConfig(
+    result = reference_splits(candidates, SplitConfig(
         eval_size=cfg.splits.eval_size, eval_fraction=cfg.splits.eval_fraction, weights=cfg.splits.weights,
         near_duplicate_threshold=cfg.splits.near_duplicate_threshold, seed=cfg.pipeline.seed),
         official_eval_instructions())
