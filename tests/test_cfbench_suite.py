@@ -112,7 +112,7 @@ def test_a_failing_judge_leaves_rows_unscored_exit_1_and_the_rerun_pays_only_for
                            model.base_url, "--judge-base-url", broken.base_url, "--judge-model", "sim-judge",
                            "--out", out, "--quiet")
         assert done.returncode == 1
-        assert "4 rows not scored (server errors: judge_failed:server_error)" in done.stderr
+        assert "CFBench: 4 of 4 rows unscored: judge_failed server_error 4; rerun" in done.stderr
         results = json.loads((out / "results.json").read_text())
         assert results["scored"] == 0 and results["incomplete"] == 4 and results["unscored"] == [0, 1, 2, 3]
         assert results["full"] == {"n": 0, "CSR": None, "ISR": None, "PSR": None}
@@ -134,7 +134,7 @@ def test_an_unanswered_row_is_not_scored_and_the_exit_status_says_so(tmp_path):
         done = run_cli("eval", "--suite", "cfbench", "--data", data, "--config", config, "--base-url",
                        server.base_url, "--model", "simulated-trace", "--out", tmp_path / "o", "--quiet")
         assert sim_requests(server) == 2  # no judge call for a row without an answer
-    assert done.returncode == 1 and "2 rows not scored (server errors: answer_unavailable:server_error)" in done.stderr
+    assert done.returncode == 1 and "CFBench: 2 of 2 rows unscored: answer_unavailable server_error 2; rerun" in done.stderr
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["scored"] == 0 and results["incomplete"] == 2
     assert (tmp_path / "o" / "responses.jsonl").read_text() == ""

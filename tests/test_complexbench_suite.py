@@ -149,7 +149,7 @@ def test_a_failing_judge_leaves_instructions_unscored_and_the_exit_status_says_s
     with start_sim() as model, start_sim(model="sim-judge", error_500_rate=1.0) as judge:
         done = run_cli("eval", "--suite", "complexbench", "--data", data, "--config", config, "--base-url",
                        model.base_url, "--judge-base-url", judge.base_url, "--out", out, "--quiet")
-    assert done.returncode == 1 and "2 rows not scored (server errors: judge_failed:server_error)" in done.stderr
+    assert done.returncode == 1 and "ComplexBench: 2 of 2 instructions unscored: judge_failed server_error 2; rerun" in done.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["scored"] == 0 and results["incomplete"] == 2 and results["unscored"] == [20, 21]
     assert results["drfr"] == {"n": 0, "met": 0, "rate": None}

@@ -11,6 +11,8 @@ from flows.train.config import load_train_config
 from flows.train.evaluate_after import (Evaluation, _settings_digest, base_weights, eval_parameters,
                                         prepare_trained_folder)
 
+pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
+
 
 def train_args(model, data, out, *extra):
     return ["train", "--data", data, "--model", model, "--out", out, "--max-length", 128, "--device", "cpu",

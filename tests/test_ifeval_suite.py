@@ -156,7 +156,7 @@ def test_server_errors_leave_prompts_unanswered_and_the_exit_status_says_so(tmp_
     with start_sim(error_500_rate=1.0) as server:
         done = run_cli("eval", "--suite", "ifeval", "--limit", 2, "--base-url", server.base_url,
                        "--model", "simulated-trace", "--out", tmp_path / "o", "--quiet")
-    assert done.returncode == 1 and "2 prompts not answered" in done.stderr
+    assert done.returncode == 1 and "IFEval: 2 of 2 prompts unscored: answer_unavailable server_error 2; rerun" in done.stderr
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["scored"] == 0 and results["incomplete"] == 2
     assert results["strict"]["prompt_level"]["rate"] is None

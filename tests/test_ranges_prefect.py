@@ -16,6 +16,8 @@ import pytest
 from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.llm.running import descendants, free_port
 
+pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
+
 BIN = Path(sys.executable).parent
 IN_FLIGHT = 4  # requests in flight per range: what a killed range may have paid for and lost
 

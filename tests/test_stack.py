@@ -8,9 +8,13 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 from flows.llm.running import free_port, list_models, port_in_use
 from flows.stack import postgres_bindir, prefect_env
+
+pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
 
 
 def alive(pid: int) -> bool:

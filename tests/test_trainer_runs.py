@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from conftest import REPO, run_cli
 
+pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
+
 STEPS = 20
 
 

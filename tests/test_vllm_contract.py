@@ -23,6 +23,8 @@ from test_complexbench_suite import write as write_complexbench
 
 from flows.llm import vllm
 
+pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
+
 VENV = Path(os.environ.get("VLLM_CONTRACT_VENV", REPO / ".venv-vllm"))
 NIGHTLY_SAMPLING = {"top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
