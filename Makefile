@@ -2,6 +2,7 @@
 #   make demo   install everything, then a real trace build of demo seeds on the embedded model
 #   make test   install what the tests need, then run every test tier that fits a laptop
 #               (pytest, then the Prefect end-to-end check with a real server, worker and browser)
+#   make test-fast  the edit-test loop: every test but the slow tier (see the README's Tests)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -9,7 +10,7 @@ SEEDS  ?= 6
 MODEL  ?= qwen2.5-coder-1.5b
 OUT    ?= runs/demo
 
-.PHONY: demo test install install-test install-embedded install-vllm-contract benchmark benchmark-train clean
+.PHONY: demo test test-fast install install-test install-embedded install-vllm-contract benchmark benchmark-train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,11 @@ test: install-test install-vllm-contract
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON=$(BIN)/python scripts/install-embedded.sh qwen2.5-coder-0.5b
 	VLLM_CONTRACT_VENV=$(CURDIR)/.venv-vllm $(BIN)/python -m pytest -q -p no:cacheprovider
 	VENV=$(VENV) scripts/e2e-prefect.sh
+
+# Every test but those marked slow or embedded: no llama.cpp model, no vLLM environment, no Prefect
+# server, PostgreSQL or browser, no subprocess training runs. `make test` (and CI) runs them all.
+test-fast: install-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not embedded"
 
 benchmark: install
 	$(BIN)/python benchmarks/throughput.py

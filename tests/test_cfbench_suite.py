@@ -6,6 +6,8 @@ official layout (the official file is not ours to ship)."""
 import json
 import sqlite3
 
+import pytest
+
 from conftest import run_cli, sim_requests, start_sim
 
 from flows.cfbench.data import load_rows
@@ -51,6 +53,7 @@ def cached_requests(out, stage):
         return [json.loads(r[0])["messages"] for r in db.execute("SELECT request FROM answers WHERE stage = ?", (stage,))]
 
 
+@pytest.mark.slow
 def test_cfbench_end_to_end_judge_on_its_own_server_and_a_rerun_pays_nothing(tmp_path):
     data, out = write(tmp_path / "cfbench_data.json"), tmp_path / "cf"
     secret, judge_secret = "sk-model-3b9d1f", "sk-judge-7c2e5a"
@@ -102,6 +105,7 @@ def test_cfbench_end_to_end_judge_on_its_own_server_and_a_rerun_pays_nothing(tmp
             assert secret.encode() not in path.read_bytes() and judge_secret.encode() not in path.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_failing_judge_leaves_rows_unscored_exit_1_and_the_rerun_pays_only_for_verdicts(tmp_path):
     data, out = write(tmp_path / "cfbench_data.json"), tmp_path / "cf"
     config = tmp_path / "fast.yaml"
@@ -126,6 +130,7 @@ def test_a_failing_judge_leaves_rows_unscored_exit_1_and_the_rerun_pays_only_for
     assert json.loads((out / "results.json").read_text())["scored"] == 4
 
 
+@pytest.mark.slow
 def test_an_unanswered_row_is_not_scored_and_the_exit_status_says_so(tmp_path):
     data = write(tmp_path / "cfbench_data.json", ROWS[:2])
     config = tmp_path / "fast.yaml"

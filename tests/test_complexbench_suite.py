@@ -5,6 +5,8 @@ official truncation, a rerun that pays nothing, server failures left unscored (e
 files as one line. Rows are invented, in the official layout."""
 import json
 
+import pytest
+
 from conftest import run_cli, sim_requests, start_sim
 from test_cfbench_suite import cached_requests, read_jsonl
 
@@ -67,6 +69,7 @@ def write(path, rows=ROWS):
     return path
 
 
+@pytest.mark.slow
 def test_complexbench_end_to_end_rules_judge_dependencies_and_a_rerun_pays_nothing(tmp_path):
     data, out = write(tmp_path / "data_final.json"), tmp_path / "cb"
     with start_sim() as server:
@@ -119,6 +122,7 @@ def test_complexbench_end_to_end_rules_judge_dependencies_and_a_rerun_pays_nothi
     assert "| Lexical |" in md and "| Selection_1 |" in md and md in done.stdout
 
 
+@pytest.mark.slow
 def test_the_english_release_is_asked_and_judged_in_english(tmp_path):
     data, out = write(tmp_path / "data_final.json", ROWS[:2]), tmp_path / "en"
     with start_sim() as server:
@@ -142,6 +146,7 @@ def test_the_english_release_is_asked_and_judged_in_english(tmp_path):
     assert f"{data}: row 2: field 'scoring_questions[2].question_en' is missing" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_judge_leaves_instructions_unscored_and_the_exit_status_says_so(tmp_path):
     data, out = write(tmp_path / "data_final.json", ROWS[1:3]), tmp_path / "cb"
     config = tmp_path / "fast.yaml"

@@ -106,6 +106,7 @@ def checkable_official_rows(path, n):
     return path
 
 
+@pytest.mark.slow
 def test_official_rows_end_to_end_against_the_simulator_and_resumable(tmp_path):
     out = tmp_path / "eval"
     data = checkable_official_rows(tmp_path / "checkable.jsonl", 30)
@@ -136,6 +137,7 @@ def test_official_rows_end_to_end_against_the_simulator_and_resumable(tmp_path):
     assert "| IF-S |" in done.stdout and "## By dimension" in done.stdout
 
 
+@pytest.mark.slow
 def test_eval_of_a_runs_own_eval_split(sim_run_dir, tmp_path):
     with start_sim() as server:
         done = run_cli("eval", "--data", sim_run_dir, "--base-url", server.base_url, "--out", tmp_path / "e",
@@ -147,6 +149,7 @@ def test_eval_of_a_runs_own_eval_split(sim_run_dir, tmp_path):
     assert results["data"].endswith("exports/trace/eval.jsonl") and results["rule_agreement"] == {}
 
 
+@pytest.mark.slow
 def test_a_second_evaluation_reuses_the_extracted_checks(tmp_path):
     data = checkable_official_rows(tmp_path / "checkable.jsonl", 5)
     with start_sim(any_of="random") as server:
@@ -171,6 +174,7 @@ def test_an_unreachable_model_server_is_one_line_and_no_result(tmp_path):
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_server_errors_leave_rows_unscored_and_the_exit_status_says_so(tmp_path):
     with start_sim(error_500_rate=1.0) as server:  # every request fails: answers are unavailable
         done = run_cli("eval", "--limit", 2, "--base-url", server.base_url, "--model", "simulated-trace",

@@ -11,6 +11,8 @@ from prefect.testing.utilities import prefect_test_harness
 from conftest import DEMO_SEEDS
 from flows.trace_build import trace_build
 
+pytestmark = pytest.mark.slow  # a Prefect server per module: not in make test-fast
+
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):

@@ -129,6 +129,7 @@ def test_responses_need_the_ifeval_suite_and_ifeval_has_no_judge(tmp_path):
     assert done.returncode == 2 and "the ifeval suite has no judge" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_model_answers_through_the_cache_and_a_rerun_pays_nothing(tmp_path):
     out = tmp_path / "ifeval"
     with start_sim() as server:
@@ -152,6 +153,7 @@ def test_the_model_answers_through_the_cache_and_a_rerun_pays_nothing(tmp_path):
     assert results["loose"]["instruction_level"]["followed"] >= results["strict"]["instruction_level"]["followed"]
 
 
+@pytest.mark.slow
 def test_server_errors_leave_prompts_unanswered_and_the_exit_status_says_so(tmp_path):
     with start_sim(error_500_rate=1.0) as server:
         done = run_cli("eval", "--suite", "ifeval", "--limit", 2, "--base-url", server.base_url,

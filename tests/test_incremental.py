@@ -1,7 +1,10 @@
 """Incremental refresh: seeds already built cost nothing; only new seeds are paid for."""
+import pytest
+
 from conftest import DEMO_SEEDS, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 
 
+@pytest.mark.slow
 def test_three_new_seeds_cost_exactly_their_own_requests(tmp_path):
     lines = DEMO_SEEDS.read_text(encoding="utf-8").splitlines()
     old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"

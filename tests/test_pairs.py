@@ -51,6 +51,7 @@ def test_edits_build_x2_and_record_what_changed():
     assert edit_schema("revise", list(tax.ids), 3)["properties"]["revisions"]["items"]["properties"]["number"]["maximum"] == 3
 
 
+@pytest.mark.slow
 def test_run_builds_dpo_pairs_and_iopo_quadruples(tmp_path):
     out = tmp_path / "run"
     # random text passes IOPO's four checks for 0-2 of 30 seeds: this simulator seed draws some (any
@@ -73,6 +74,7 @@ def test_run_builds_dpo_pairs_and_iopo_quadruples(tmp_path):
     assert all(r["detail"].startswith("op=") for r in rejected if r["reason"] != "score_below_10")
 
 
+@pytest.mark.slow
 def test_preference_data_can_be_switched_off_and_leaves_nothing_behind(sim, tmp_path):
     out = tmp_path / "run"
     args = ("run", "--seeds", DEMO_SEEDS, "--limit", 8, "--base-url", sim.base_url, "--out", out, "--quiet")

@@ -6,16 +6,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
+from flows.config import SamplingConfig
 from flows.contracts import STAGES
 from flows.llm import simulator
-from flows.config import SamplingConfig
 from flows.prompts import PromptLibrary
 
 PIPELINE_SAMPLING = [f for f in SamplingConfig.model_fields if f.endswith("_temperature")]
 
 
+@pytest.mark.slow
 def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
     out = tmp_path / "run"
     done = run_cli("run", "--seeds", DEMO_SEEDS, "--base-url", sim.base_url, "--out", out, "--quiet")
@@ -61,6 +63,7 @@ def test_demo_run_writes_everything_and_rerun_is_free(sim, tmp_path):
     assert read_rows(out / "splits" / "sft.parquet") == sft
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stage_then_resume_matches_uninterrupted(tmp_path):
     in_flight = 8
     with start_sim(latency_mean=0.05) as server:
@@ -95,6 +98,7 @@ def test_sigkill_mid_stage_then_resume_matches_uninterrupted(tmp_path):
     assert_accounted(tmp_path / "killed", 30)
 
 
+@pytest.mark.slow
 def test_faults_are_survived_and_every_seed_accounted(tmp_path):
     config = tmp_path / "faults.yaml"
     config.write_text("llm:\n  timeout_s: 1.5\n  backoff_s: 0.05\n  max_attempts: 8\n")
@@ -130,6 +134,7 @@ def stage_seed_ids(run_dir, stage, kind="shard") -> set[str]:
     return {r["seed_id"] for p in (run_dir / "stages" / stage).glob(f"{kind}-*.parquet") for r in read_rows(p)}
 
 
+@pytest.mark.slow
 def test_changed_template_reruns_only_the_calls_it_feeds(sim, tmp_path):
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
@@ -161,6 +166,7 @@ def test_changed_template_reruns_only_the_calls_it_feeds(sim, tmp_path):
     assert qc_rows and all(json.loads(r["templates"])["check_completeness"] == new_version for r in qc_rows)
 
 
+@pytest.mark.slow
 def test_a_changed_grade_temperature_pays_only_the_grading_calls_and_rewrites_only_the_stages_that_grade(tmp_path):
     """A stage's fingerprint holds its own calls' sampling and settings (stages/base.py), so a
     setting that only grading reads leaves the shards of the stages before respond as they are."""

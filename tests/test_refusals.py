@@ -18,6 +18,7 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_server_that_refuses_every_request_stops_the_build_and_a_rerun_resumes(tmp_path):
     out = tmp_path / "run"
     args = ("run", "--seeds", DEMO_SEEDS, "--limit", 12, "--out", out, "--max-in-flight", 4, "--quiet")
@@ -42,6 +43,7 @@ def test_a_server_that_refuses_every_request_stops_the_build_and_a_rerun_resumes
     assert not any("bad_request" in reasons for reasons in (r.get("reasons") or {} for r in rows.values()))
 
 
+@pytest.mark.slow
 def test_an_unknown_model_and_a_wrong_key_stop_at_the_first_call(tmp_path):
     with start_sim() as server:
         done = run_cli("run", "--seeds", DEMO_SEEDS, "--limit", 3, "--out", tmp_path / "a", "--quiet",

@@ -77,6 +77,7 @@ def charts(page: str) -> list[str]:
 
 # --------------------------------------------------------------------------- a simulated run
 
+@pytest.mark.slow
 def test_page_has_every_section_and_one_svg_per_chart(run_dir):
     path = write_report_html(run_dir)
     assert path == run_dir / "reports" / "report.html"
@@ -241,6 +242,7 @@ def test_an_empty_folder(tmp_path):
         write_report_html(tmp_path / "nothing-here")
 
 
+@pytest.mark.slow
 def test_a_run_without_preference_data(sim, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("pipeline:\n  preference_data: false\n")
@@ -279,6 +281,7 @@ def test_chart_helpers_scale_and_escape():
     assert ">30%<" in grouped  # the value axis reaches the largest value
 
 
+@pytest.mark.slow
 def test_trace_build_report_writes_the_page_of_a_run_folder(tmp_path, sim):
     out = tmp_path / "run"
     assert run_cli("run", "--seeds", DEMO_SEEDS, "--limit", 4, "--base-url", sim.base_url, "--out", out,

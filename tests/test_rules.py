@@ -2,6 +2,8 @@
 whose structuring stage attaches checks that grading then runs."""
 import json
 
+import pytest
+
 from conftest import DEMO_SEEDS, read_rows, run_cli, start_sim
 from flows.rules import accept_checks, agreement, checkable_constraints, passes, with_rule_verdicts
 from flows.stages.pairs import apply_edit, four_pairing_verdict
@@ -64,6 +66,7 @@ def test_a_revised_constraint_loses_its_check():
     assert deleted[0]["check"] == json.dumps(INCLUDE)  # untouched constraints keep theirs
 
 
+@pytest.mark.slow
 def test_a_build_attaches_checks_in_structuring_and_grades_with_them(tmp_path):
     out = tmp_path / "run"
     # the extraction call returns random specs, most of them invalid for their dimension or not

@@ -278,6 +278,7 @@ def run_and_reference(tmp_path_factory):
     return base, manifests, expected, store
 
 
+@pytest.mark.slow
 def test_the_run_has_what_it_is_meant_to_test(run_and_reference):
     _, manifests, expected, store = run_and_reference
     assert {"score_below_10", "seed_in_eval", "duplicate_instruction", "near_duplicate_instruction",
@@ -347,6 +348,7 @@ def test_a_failed_write_leaves_the_earlier_files(tmp_path, monkeypatch):
     assert not [p for p in run.rglob(".*")], "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_memory_benchmark_runs(tmp_path):
     """benchmarks/splits_memory.py at a tiny size: it synthesises, measures in a child, prints a row."""
     done = subprocess.run([sys.executable, "benchmarks/splits_memory.py", "--rows", "300", "--keep", str(tmp_path)],

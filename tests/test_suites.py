@@ -71,6 +71,7 @@ def test_a_suite_added_in_one_entry_is_in_the_cli_the_flows_validation_and_table
     assert "- Dummy: 4 rows; results in" in out
 
 
+@pytest.mark.slow
 def test_the_trace_eval_flow_returns_the_registrys_headline(dummy_suite, tmp_path):
     from prefect.testing.utilities import prefect_test_harness
 
@@ -95,6 +96,7 @@ def test_a_judge_whose_answers_never_parse_leaves_every_row_unscored_and_exits_1
     assert last == f"trace-build: error: {title}: {n} of {n} {unit} unscored: judge_failed unparseable_output {n}"
 
 
+@pytest.mark.slow
 def test_ifeval_prompts_left_unanswered_exit_1_and_say_a_rerun_finishes_them(tmp_path):
     with start_sim(error_500_rate=1.0) as sim:
         done = run_cli("eval", "--suite", "ifeval", "--limit", 2, "--base-url", sim.base_url, "--out", tmp_path / "o",

@@ -34,6 +34,7 @@ def expected_row(out):
     return "| `simulated-trace` (this run) | " + " | ".join(pct(c) for c in cells) + " |"
 
 
+@pytest.mark.slow
 def test_all_suites_make_table_3_with_the_judge_on_its_own_server_and_a_rerun_pays_nothing(tmp_path):
     cf, cb = write_cfbench(tmp_path / "cfbench_data.json"), write_complexbench(tmp_path / "data_final.json")
     out = tmp_path / "all"
@@ -64,6 +65,7 @@ def test_all_suites_make_table_3_with_the_judge_on_its_own_server_and_a_rerun_pa
     assert "12 answers came from the request cache" in again.stdout
 
 
+@pytest.mark.slow
 def test_without_benchmark_files_trace_and_ifeval_run_and_the_table_says_what_is_missing(tmp_path):
     out = tmp_path / "all"
     done = run_cli("eval", "--suite", "all", "--sample", 2, "--no-rule-checks", "--backend", "simulated",

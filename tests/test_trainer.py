@@ -111,6 +111,7 @@ def test_the_official_example_file_trains_one_step(tiny_model_dir, tmp_path):
     assert (tmp_path / "out" / "final" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_cli_trains_every_method_from_a_trace_build_run_folder(sim_run_dir, tiny_model_dir):
     manifest = json.loads((sim_run_dir / "manifest.json").read_text())
     for method, split in (("iopo", "iopo"), ("dpo", "dpo"), ("sft", "sft")):
@@ -123,6 +124,7 @@ def test_cli_trains_every_method_from_a_trace_build_run_folder(sim_run_dir, tiny
         assert f"# {method} training" in done.stdout
 
 
+@pytest.mark.slow
 def test_cli_names_a_bad_data_file_in_one_line(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"conversations": [{"from": "human", "value": "x"}], "chosen": "oops",
@@ -149,6 +151,7 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16_compute(tiny_mode
         assert torch.equal(M.sequence_logps(policy, batch)[0], reference.logps(batch, ids))
 
 
+@pytest.mark.slow
 def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
     out = tmp_path / "cost.json"
     done = subprocess.run([sys.executable, "benchmarks/train_cost.py", "--size", "tiny", "--seq-len", "32",
@@ -163,6 +166,7 @@ def test_cost_benchmark_runs_every_method_through_the_training_code(tmp_path):
     assert "paper (vs SFT)" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_cost_benchmark_times_our_dpo_beside_trls_dpo_trainer_on_the_same_model_and_batch(tmp_path):
     out = tmp_path / "cost.json"
     done = subprocess.run([sys.executable, "benchmarks/train_cost.py", "--size", "tiny", "--seq-len", "32",
@@ -257,6 +261,7 @@ def test_a_failed_rerun_leaves_the_previous_result_in_place(tiny_model_dir, toy_
     assert (tmp_path / "out" / "final").is_dir() and (tmp_path / "out" / "train_report.json").exists()
 
 
+@pytest.mark.slow
 def test_a_launched_runs_progress_is_followed_step_by_step_through_a_resume_that_replaces_the_file(tmp_path):
     """launch.py reads metrics.jsonl from where it left off; a resume puts a shorter file in its
     place (keep_metrics_until), whose steps after the start are still handed on, once each."""

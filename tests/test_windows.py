@@ -3,6 +3,8 @@ request is paid, and the same rows whatever the window size."""
 import asyncio
 import json
 
+import pytest
+
 from conftest import DEMO_SEEDS, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.build import build_trace
 from flows.config import load_config
@@ -33,6 +35,7 @@ def build(out, base_url, **execution):
     return result, log
 
 
+@pytest.mark.slow
 def test_windows_bound_what_is_in_flight_and_change_no_row(tmp_path):
     with start_sim(latency_mean=0.02) as server:
         one, one_log = build(tmp_path / "one", server.base_url, window_size=1024)
@@ -79,6 +82,7 @@ def test_a_bad_row_at_the_end_of_a_large_file_stops_the_build_before_any_request
     assert not (tmp_path / "run" / "stages").exists()
 
 
+@pytest.mark.slow
 def test_ranges_built_apart_give_the_one_process_result(tmp_path):
     with start_sim(latency_mean=0.01) as server:
         one, _ = build(tmp_path / "one", server.base_url)
@@ -128,6 +132,7 @@ class CountingProgress:
         assert self.done[stage] <= self.total[stage], f"{stage}: {self.done[stage]} rows done of {self.total[stage]}"
 
 
+@pytest.mark.slow
 def test_progress_totals_are_the_rows_entering_each_stage_and_are_reached(tmp_path):
     out = tmp_path / "run"
     cfg = load_config(None, {"seeds": str(DEMO_SEEDS), "out": str(out), "pipeline.shard_size": 4})
