@@ -1,16 +1,20 @@
 """What the evaluation suites with a model under test and a judge share: the two clients (Trace,
 CFBench, ComplexBench), and for the benchmarks read from a user's file (CFBench, ComplexBench)
-the data file, the model's answers, failure counts and result files."""
+one runner (`run_benchmark`: every row answered and judged, the metrics, the result files),
+the data file, the model's answers, the check of recorded verdicts, failure counts."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from flows.config import ConfigError, EvalConfig
 from flows.contracts import request_seed
+from flows.errors import InputError
 from flows.evalset import spread_sample
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
@@ -18,6 +22,7 @@ from flows.llm.client import MODEL_FAILURES, SERVER_FAILURES, LLMCall, LLMClient
 from flows.prompts import Prompt
 from flows.store import write_text_atomic
 
+log = logging.getLogger("trace_build.judged_suite")
 
 
 @dataclass
@@ -105,3 +110,79 @@ def share_rows(title: str, shares: dict) -> list[str]:
     """A markdown table of {key: {"n", "met", "rate"}} shares."""
     lines = [f"| {title} | n | met | rate |", "|---|---|---|---|"]
     return lines + [f"| {key} | {s['n']} | {s['met']} | {pct(s['rate'])} |" for key, s in shares.items()]
+
+
+def checked_verdicts(verdicts, n: int, where: str, items: str, item: str, values: str) -> list[int] | None:
+    """Recorded verdicts of one row as 0/1 ints, or None when any is missing (the row is not
+    scored); verdicts that cannot be this row's are an InputError naming `where` (the row), what
+    is judged (`items`, one `item`: criteria, criterion) and the `values` expected."""
+    if verdicts is None:
+        return None
+    if not isinstance(verdicts, Sequence) or isinstance(verdicts, str):
+        raise InputError(f"verdicts for {where}: expected a list, not {type(verdicts).__name__}")
+    if any(v is None for v in verdicts):
+        return None
+    if len(verdicts) != n:
+        raise InputError(f"verdicts for {where}: {len(verdicts)} for {n} {items}")
+    for i, v in enumerate(verdicts):
+        if v not in (0, 1):  # True/False, 0/1 and 0.0/1.0 pass; "1" does not
+            raise InputError(f"verdicts for {where}: {item} {i} must be {values}, not {v!r}")
+    return [int(v) for v in verdicts]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What run_benchmark needs to know of a benchmark read from a user's file."""
+
+    name: str  # the suite: cfbench, complexbench
+    templates: tuple[str, ...]  # its prompt templates (checked before any request)
+    row_id: str  # the key of a line's row id: idx, main_id
+    evaluate_row: Callable  # async (row, cfg, model, judge, prompts, progress) -> its judgments.jsonl line
+    aggregate: Callable[[list, dict], dict]  # (rows, {row id: verdicts}) -> metrics
+    markdown: Callable[[dict], str]
+    totals: Callable[[list], dict]  # rows -> the progress phases' totals
+    response: Callable[[object, dict], dict]  # (row, line) -> its responses.jsonl line
+    private: tuple[str, ...] = ("response", "answer_cached")  # keys of a line not in judgments.jsonl
+    extra: Callable[[EvalConfig, list], dict] = lambda cfg, rows: {}  # more metrics
+
+
+async def run_benchmark(bench: Benchmark, cfg: EvalConfig, path: Path, rows: list, progress) -> SuiteResult:
+    """Every row answered by the model and judged, in <out>: responses.jsonl, judgments.jsonl,
+    results.json and results.md, and the request cache, so a rerun pays for nothing it has asked."""
+    from flows.aio import gather_or_cancel
+    from flows.prompts import default_library
+    from flows.store import write_json_atomic
+
+    started = time.time()
+    prompts = default_library()
+    templates = {name: prompts.version(name) for name in bench.templates}  # a broken template fails now
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress.start(bench.totals(rows))
+    cache = RequestCache(out_dir / "llm-cache.sqlite")
+    try:
+        async with model_and_judge(cfg, cache) as (model, judge):
+            log.info("model under test %s, judge %s, %d %s rows", model.model, judge.model, len(rows), bench.name)
+            lines = await gather_or_cancel(*(bench.evaluate_row(r, cfg, model, judge, prompts, progress)
+                                             for r in rows))
+    finally:
+        cache.close()
+    metrics = {
+        "suite": bench.name, "data": str(path), "model": lines[0]["model"], "judge": lines[0]["judge_model"],
+        **bench.aggregate(rows, {line[bench.row_id]: line["verdicts"] for line in lines}),
+        "incomplete": sum(1 for line in lines if line["verdicts"] is None and is_server_failure(line["failure"])),
+        "failures": count_failures(lines), "answers_from_cache": sum(1 for line in lines if line["answer_cached"]),
+        **bench.extra(cfg, rows),
+        "seconds": round(time.time() - started, 2),
+        "settings": {"answer_temperature": cfg.answer_temperature, "answer_max_tokens": cfg.answer_max_tokens,
+                     "judge_temperature": cfg.judge_temperature, "judge_max_tokens": cfg.judge_max_tokens,
+                     "seed": cfg.seed},
+        "templates": templates,
+    }
+    write_jsonl(out_dir / "responses.jsonl", [bench.response(row, line) for row, line in zip(rows, lines)
+                                              if line["response"] is not None])
+    write_jsonl(out_dir / "judgments.jsonl", [{k: v for k, v in line.items() if k not in bench.private}
+                                              for line in lines])
+    write_json_atomic(out_dir / "results.json", metrics)
+    write_text_atomic(out_dir / "results.md", bench.markdown(metrics))
+    return SuiteResult(out_dir, metrics)

@@ -38,6 +38,7 @@ from fractions import Fraction
 
 from flows.cfbench.data import PRIMARY, SECONDARY, SPLITS, Row
 from flows.errors import InputError
+from flows.judged_suite import checked_verdicts
 
 NO_TYPE = "(none)"
 _CSR_BAR = Fraction(4, 5)  # PSR, secondaries only: CSR > 0.8
@@ -73,18 +74,7 @@ def parse_judge_reply(reply: str | None, row: Row) -> list[int] | None:
 
 def _verdicts(row: Row, verdicts: Sequence | None) -> list[int] | None:
     """The row's 0/1 verdicts, or None when any is missing (the row is not scored)."""
-    if verdicts is None:
-        return None
-    if not isinstance(verdicts, Sequence) or isinstance(verdicts, str):
-        raise InputError(f"verdicts for row idx {row.id}: expected a list, not {type(verdicts).__name__}")
-    if any(v is None for v in verdicts):
-        return None
-    if len(verdicts) != len(row.criteria):
-        raise InputError(f"verdicts for row idx {row.id}: {len(verdicts)} for {len(row.criteria)} criteria")
-    for i, v in enumerate(verdicts):
-        if v not in (0, 1):  # True/False, 0/1 and 0.0/1.0 pass; "1" does not
-            raise InputError(f"verdicts for row idx {row.id}: criterion {i} must be 0 or 1, not {v!r}")
-    return [int(v) for v in verdicts]
+    return checked_verdicts(verdicts, len(row.criteria), f"row idx {row.id}", "criteria", "criterion", "0 or 1")
 
 
 def row_metrics(row: Row, verdicts: Sequence[int]) -> dict:

@@ -29,32 +29,14 @@ unscored; any unscored row makes the command exit 1, flows/suites.py).
 """
 from __future__ import annotations
 
-import logging
-import time
-from pathlib import Path
-
-from flows.aio import gather_or_cancel
 from flows.config import EvalConfig
 from flows.contracts import request_seed
-from flows.judged_suite import (
-    SuiteResult,
-    answer,
-    count_failures,
-    data_file,
-    is_server_failure,
-    model_and_judge,
-    pct,
-    pick,
-    share_rows,
-    write_jsonl,
-)
-from flows.llm.cache import RequestCache
+from flows.cfbench.metrics import aggregate
+from flows.judged_suite import Benchmark, SuiteResult, answer, data_file, pct, pick, run_benchmark, share_rows
 from flows.llm.client import LLMCall, LLMClient, LLMFailure
 from flows.progress import NoProgress, Progress
-from flows.prompts import PromptLibrary, default_library
-from flows.store import write_json_atomic, write_text_atomic
+from flows.prompts import PromptLibrary
 
-log = logging.getLogger("trace_build.cfbench")
 PHASES = ["answer", "judge"]
 
 
@@ -117,40 +99,14 @@ def metrics_markdown(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CFBENCH = Benchmark(
+    name="cfbench", templates=("cfbench_judge",), row_id="idx", evaluate_row=evaluate_row, aggregate=aggregate,
+    markdown=metrics_markdown, totals=lambda rows: dict.fromkeys(PHASES, len(rows)),
+    response=lambda row, line: {"idx": row.id, "prompt": row.prompt, "response": line["response"]})
+
+
 async def evaluate_cfbench(cfg: EvalConfig, progress: Progress = NoProgress()) -> SuiteResult:
     from flows.cfbench.data import load_rows
-    from flows.cfbench.metrics import aggregate
 
-    started = time.time()
     path = data_file(cfg, cfg.cfbench_data, "cfbench", "PKU-Baichuan-MLSystemLab/CFBench, data/cfbench_data.json")
-    rows = pick(load_rows(path), cfg.limit, cfg.sample)
-    prompts = default_library()
-    prompts.version("cfbench_judge")  # a missing or broken template fails before any request
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    progress.start(dict.fromkeys(PHASES, len(rows)))
-    cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
-    try:
-        async with model_and_judge(cfg, cache) as (model, judge):
-            log.info("model under test %s, judge %s, %d CFBench rows", model.model, judge.model, len(rows))
-            lines = await gather_or_cancel(*(evaluate_row(r, cfg, model, judge, prompts, progress) for r in rows))
-    finally:
-        cache.close()
-    metrics = {
-        "suite": "cfbench", "data": str(path), "model": lines[0]["model"], "judge": lines[0]["judge_model"],
-        **aggregate(rows, {line["idx"]: line["verdicts"] for line in lines}),
-        "incomplete": sum(1 for line in lines if line["verdicts"] is None and is_server_failure(line["failure"])),
-        "failures": count_failures(lines), "answers_from_cache": sum(1 for line in lines if line["answer_cached"]),
-        "seconds": round(time.time() - started, 2),
-        "settings": {"answer_temperature": cfg.answer_temperature, "answer_max_tokens": cfg.answer_max_tokens,
-                     "judge_temperature": cfg.judge_temperature, "judge_max_tokens": cfg.judge_max_tokens,
-                     "seed": cfg.seed},
-        "templates": {"cfbench_judge": prompts.version("cfbench_judge")},
-    }
-    write_jsonl(out_dir / "responses.jsonl", [{"idx": row.id, "prompt": row.prompt, "response": line["response"]}
-                                              for row, line in zip(rows, lines) if line["response"] is not None])
-    write_jsonl(out_dir / "judgments.jsonl",
-                [{k: v for k, v in line.items() if k not in ("response", "answer_cached")} for line in lines])
-    write_json_atomic(out_dir / "results.json", metrics)
-    write_text_atomic(out_dir / "results.md", metrics_markdown(metrics))
-    return SuiteResult(out_dir, metrics)
+    return await run_benchmark(CFBENCH, cfg, path, pick(load_rows(path), cfg.limit, cfg.sample), progress)

@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 
 from flows.complexbench.data import Row
 from flows.errors import InputError
+from flows.judged_suite import checked_verdicts
 
 CONSTRAINT_TYPES = {
     "Lexical": ("Word Matching", "Keywords"),
@@ -57,18 +58,9 @@ def constraint_type(dimension: str) -> str:
 
 def _verdicts(row: Row, verdicts: Sequence | None) -> list[bool] | None:
     """The row's verdicts, or None when any is missing (the row is not scored)."""
-    if verdicts is None:
-        return None
-    if not isinstance(verdicts, Sequence) or isinstance(verdicts, str):
-        raise InputError(f"verdicts for main_id {row.id}: expected a list, not {type(verdicts).__name__}")
-    if any(v is None for v in verdicts):
-        return None
-    if len(verdicts) != len(row.questions):
-        raise InputError(f"verdicts for main_id {row.id}: {len(verdicts)} for {len(row.questions)} scoring questions")
-    for i, v in enumerate(verdicts):
-        if v not in (0, 1):  # True/False or 0/1
-            raise InputError(f"verdicts for main_id {row.id}: question {i} must be true or false, not {v!r}")
-    return [bool(v) for v in verdicts]
+    met = checked_verdicts(verdicts, len(row.questions), f"main_id {row.id}", "scoring questions", "question",
+                           "true or false")
+    return None if met is None else [bool(v) for v in met]
 
 
 def with_dependencies(row: Row, verdicts: Sequence[bool]) -> list[bool]:

@@ -35,34 +35,19 @@ not scored (any unscored instruction makes the command exit 1, flows/suites.py).
 """
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
 from flows.aio import gather_or_cancel
 from flows.complexbench.data import Row
+from flows.complexbench.metrics import aggregate
 from flows.config import EvalConfig
 from flows.contracts import request_seed
-from flows.judged_suite import (
-    SuiteResult,
-    answer,
-    count_failures,
-    data_file,
-    is_server_failure,
-    model_and_judge,
-    pct,
-    pick,
-    share_rows,
-    write_jsonl,
-)
-from flows.llm.cache import RequestCache
+from flows.errors import InputError
+from flows.judged_suite import Benchmark, SuiteResult, answer, data_file, pct, pick, run_benchmark, share_rows
 from flows.llm.client import LLMCall, LLMClient, LLMFailure
 from flows.progress import NoProgress, Progress
-from flows.prompts import PromptLibrary, default_library
-from flows.errors import InputError
-from flows.store import write_json_atomic, write_text_atomic
+from flows.prompts import PromptLibrary
 
-log = logging.getLogger("trace_build.complexbench")
 PHASES = ["answer", "judge"]  # judge: one per scoring question (extraction + rule, or the judge)
 INSTRUCTION_CHARS, RESPONSE_CHARS = 6000, 4000  # what the official extractor and judge see
 EXTRACT_SCHEMA = {"type": "object", "required": ["explanation", "target"],
@@ -172,47 +157,22 @@ def metrics_markdown(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+COMPLEXBENCH = Benchmark(
+    name="complexbench", templates=("complexbench_extract", "complexbench_judge"), row_id="main_id",
+    evaluate_row=evaluate_row, aggregate=aggregate, markdown=metrics_markdown,
+    totals=lambda rows: {"answer": len(rows), "judge": sum(len(r.questions) for r in rows)},
+    response=lambda row, line: {"main_id": line["main_id"], "instruction": line["instruction"],
+                                "response": line["response"]},
+    private=("instruction", "response", "answer_cached"),
+    extra=lambda cfg, rows: {"lang": cfg.lang,
+                             "rule_questions": sum(1 for r in rows for q in r.questions if q.rule is not None),
+                             "judge_questions": sum(1 for r in rows for q in r.questions if q.rule is None)})
+
+
 async def evaluate_complexbench(cfg: EvalConfig, progress: Progress = NoProgress()) -> SuiteResult:
     from flows.complexbench.data import load_rows
-    from flows.complexbench.metrics import aggregate
 
-    started = time.time()
     path = data_file(cfg, cfg.complexbench_data, "complexbench", "thu-coai/ComplexBench, data/data_final.json")
     every = load_rows(path)
     check_language(path, every, cfg.lang)
-    rows = pick(every, cfg.limit, cfg.sample)
-    prompts = default_library()
-    templates = {name: prompts.version(name) for name in ("complexbench_extract", "complexbench_judge")}
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    progress.start({"answer": len(rows), "judge": sum(len(r.questions) for r in rows)})
-    cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
-    try:
-        async with model_and_judge(cfg, cache) as (model, judge):
-            log.info("model under test %s, judge %s, %d ComplexBench instructions", model.model, judge.model, len(rows))
-            lines = await gather_or_cancel(*(evaluate_row(r, cfg, model, judge, prompts, progress) for r in rows))
-    finally:
-        cache.close()
-    metrics = {
-        "suite": "complexbench", "data": str(path), "lang": cfg.lang, "model": lines[0]["model"],
-        "judge": lines[0]["judge_model"],
-        **aggregate(rows, {line["main_id"]: line["verdicts"] for line in lines}),
-        "incomplete": sum(1 for line in lines if line["verdicts"] is None and is_server_failure(line["failure"])),
-        "failures": count_failures(lines), "answers_from_cache": sum(1 for line in lines if line["answer_cached"]),
-        "rule_questions": sum(1 for r in rows for q in r.questions if q.rule is not None),
-        "judge_questions": sum(1 for r in rows for q in r.questions if q.rule is None),
-        "seconds": round(time.time() - started, 2),
-        "settings": {"answer_temperature": cfg.answer_temperature, "answer_max_tokens": cfg.answer_max_tokens,
-                     "judge_temperature": cfg.judge_temperature, "judge_max_tokens": cfg.judge_max_tokens,
-                     "seed": cfg.seed},
-        "templates": templates,
-    }
-    write_jsonl(out_dir / "responses.jsonl", [
-        {"main_id": line["main_id"], "instruction": line["instruction"], "response": line["response"]}
-        for line in lines if line["response"] is not None])
-    write_jsonl(out_dir / "judgments.jsonl",
-                [{k: v for k, v in line.items() if k not in ("instruction", "response", "answer_cached")}
-                 for line in lines])
-    write_json_atomic(out_dir / "results.json", metrics)
-    write_text_atomic(out_dir / "results.md", metrics_markdown(metrics))
-    return SuiteResult(out_dir, metrics)
+    return await run_benchmark(COMPLEXBENCH, cfg, path, pick(every, cfg.limit, cfg.sample), progress)
