@@ -263,7 +263,7 @@ BUILD_OPTIONS: dict[str, tuple[str, dict]] = {
     "seeds": ("seeds", {"help": "a JSONL/Parquet/CSV file or a folder of them (default data/seeds)"}),
     "limit": ("limit", {"type": int, "help": "use only the first N seeds"}),
     "out": ("out", {"help": "run folder (default runs/latest); rerunning resumes it"}),
-    "base_urls": ("llm.base_urls", {"flag": "--base-url", "action": "append",
+    "base_urls": ("llm.base_urls", {"flag": "--base-url", "action": "append", "metavar": "URL",
                                     "help": "OpenAI-compatible /v1 URL; repeat for replicas"}),
     "backend": ("llm.backend", {"choices": ["embedded", "simulated", "vllm"], "help": "start this backend for the run"}),
     "backend_model": ("llm.backend_model", {"help": "model the started backend serves"}),
