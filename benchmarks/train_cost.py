@@ -174,13 +174,10 @@ def plain_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[floa
     return seconds, first_loss
 
 
-def engine_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[float], float]:
-    """The same batch every step, through PreferenceTrainer; a step is timed from the engine's
-    on_step_begin to its on_step_end (data loading, forward, backward, clip, AdamW, scheduler)."""
+def step_times(device: torch.device):
+    """A Trainer callback keeping the seconds of each optimizer step (.seconds), from the engine's
+    on_step_begin to its on_step_end, the device synchronised at both ends."""
     from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-
-    from flows.train.engine import PreferenceTrainer, collator, training_arguments
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -194,11 +191,21 @@ def engine_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[flo
             sync(device)
             self.seconds.append(time.perf_counter() - self.t0)
 
+    return StepTimes()
+
+
+def engine_steps(cfg, policy, reference, items, device, dtype) -> tuple[list[float], float]:
+    """The same batch every step, through PreferenceTrainer; a step is timed from the engine's
+    on_step_begin to its on_step_end (data loading, forward, backward, clip, AdamW, scheduler)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from flows.train.engine import PreferenceTrainer, collator, training_arguments
+
     class FixedOrder(PreferenceTrainer):  # every step the one batch: the plain loop's work exactly
         def _get_train_sampler(self, *a, **kw):
             return torch.utils.data.SequentialSampler(self.train_dataset)
 
-    times = StepTimes()
+    times = step_times(device)
     with tempfile.TemporaryDirectory(prefix="train-cost-") as out:
         args = training_arguments(cfg, Path(out), bf16=dtype == torch.bfloat16)
         args.save_strategy = "no"
@@ -217,7 +224,7 @@ def trl_steps(cfg, precompute: bool, policy, reference, examples, dtype) -> tupl
     text that tokenizes back to them, so the sequences are ours, plus the EOS TRL appends."""
     from datasets import Dataset
     from tokenizers import Tokenizer, models as word_models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, TrainerCallback
+    from transformers import PreTrainedTokenizerFast
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
@@ -232,19 +239,7 @@ def trl_steps(cfg, precompute: bool, policy, reference, examples, dtype) -> tupl
             for e in examples] * cfg.max_steps
     device = next(policy.parameters()).device
 
-    class StepTimes(TrainerCallback):
-        def __init__(self):
-            self.seconds, self.t0 = [], 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            sync(device)
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            sync(device)
-            self.seconds.append(time.perf_counter() - self.t0)
-
-    times = StepTimes()
+    times = step_times(device)
     with tempfile.TemporaryDirectory(prefix="train-cost-trl-") as out:
         args = DPOConfig(output_dir=out, per_device_train_batch_size=cfg.micro_batch, gradient_accumulation_steps=1,
                          max_steps=cfg.max_steps, learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=0,

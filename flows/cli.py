@@ -243,13 +243,13 @@ def cmd_eval(args) -> int:
         result = _run_evaluation(evaluate_all(cfg, progress), progress)
         print(table_markdown(result.metrics))
         print(f"table: {result.out_dir / 'results.md'}  results: {result.out_dir / 'results.json'}")
-        done = [(SUITES[name], suite_result.metrics) for name, suite_result in result.suites.items()]
-        return _evaluation_status(done, result.out_dir)
+        return _evaluation_status({name: suite_result.metrics for name, suite_result in result.suites.items()},
+                                  result.out_dir)
     suite = SUITES[cfg.suite]
     result = _run_evaluation(suite.runner()(cfg, progress), progress)
     print(suite.markdown()(result.metrics))
     print(suite.files.format(out=result.out_dir))
-    return _evaluation_status([(suite, result.metrics)], result.out_dir)
+    return _evaluation_status({cfg.suite: result.metrics}, result.out_dir)
 
 
 def _run_evaluation(evaluation, progress):
@@ -263,14 +263,15 @@ def _run_evaluation(evaluation, progress):
         progress.close()
 
 
-def _evaluation_status(done: list, out_dir) -> int:
+def _evaluation_status(done: dict[str, dict], out_dir) -> int:
     """Say what came from the cache; exit 1, in one line, when any suite left rows unscored."""
-    from flows.suites import unscored_line
+    from flows.suites import unscored_lines
 
-    if sum(metrics["answers_from_cache"] for _, metrics in done):
-        print(f"{sum(metrics['answers_from_cache'] for _, metrics in done)} answers came from the request cache "
-              f"in {out_dir}; evaluate changed weights served under the same name into a new --out")
-    lines = [line for suite, metrics in done if (line := unscored_line(suite, metrics))]
+    cached = sum(metrics["answers_from_cache"] for metrics in done.values())
+    if cached:
+        print(f"{cached} answers came from the request cache in {out_dir}; evaluate changed weights served under the "
+              "same name into a new --out")
+    lines = unscored_lines(done)
     if lines:
         print("trace-build: error: " + "; ".join(lines), file=sys.stderr)
         return 1

@@ -322,9 +322,14 @@ def build_splits(candidates: dict[str, list[dict]], config: SplitConfig = SplitC
         def read_texts(self, wanted: dict[str, list[int]]) -> Iterator[tuple[str, int, dict]]:
             return ((split, pos, cands[split][pos]) for split, positions in wanted.items() for pos in positions)
 
+    return collect(stream_splits(Candidates.from_rows(cands), Rows(), config, reference_instructions), cands)
+
+
+def collect(events: Iterator[tuple], cands: dict[str, list[dict]]) -> SplitResult:
+    """The rows of `cands` gathered where the events (stream_splits') place them."""
     splits: dict[str, list[dict]] = {name: [] for name in ALL_SPLITS}
     rejects: list[dict] = []
-    for event in stream_splits(Candidates.from_rows(cands), Rows(), config, reference_instructions):
+    for event in events:
         if event[0] == "keep":
             (split, pos), name = event[1], event[2]
             splits[name].append(cands[split][pos])

@@ -4,7 +4,7 @@ suite is adding an entry.
 
     suite = SUITES["cfbench"]
     result = await suite.runner()(cfg, progress)      # cfg.suite == "cfbench"
-    print(suite.markdown()(result.metrics)); line = unscored_line(suite, result.metrics)
+    print(suite.markdown()(result.metrics)); lines = unscored_lines({suite.name: result.metrics})
 
 The code a suite runs is named by "module:function" and imported when used, so that reading this
 table (as the config and the CLI's help do) loads none of it.
@@ -12,7 +12,7 @@ table (as the config and the CLI's help do) loads none of it.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 
@@ -39,7 +39,6 @@ class Suite:
     judged: bool = True  # whether it takes a judge
     all_data: str | None = None  # EvalConfig field whose file makes `--suite all` run it (None: always runs)
     missing: str = ""  # why `--suite all` did not run it, when all_data is not given
-    extra: dict = field(default_factory=dict)
 
     def runner(self) -> Callable:
         return _resolve(self.run)
@@ -127,3 +126,8 @@ def unscored_line(suite: Suite, metrics: dict) -> str | None:
     rerun = ("; rerun the same command to finish the ones servers left (answers so far are cached)"
              if metrics.get("incomplete") else "")
     return f"{suite.title}: {n} of {metrics[suite.total]} {suite.unit} unscored: {why or 'no reason recorded'}{rerun}"
+
+
+def unscored_lines(done: dict[str, dict]) -> list[str]:
+    """unscored_line of every suite that left rows unscored ({suite name: its metrics})."""
+    return [line for name, metrics in done.items() if (line := unscored_line(SUITES[name], metrics))]

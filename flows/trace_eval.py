@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.config import EvalConfig, eval_overrides, load_config
-from flows.suites import ALL, SUITES, unscored_line
+from flows.suites import ALL, SUITES, unscored_lines
 from flows.table3 import evaluate_all, table_markdown
 from flows.trace_build import ArtifactProgress
 
@@ -72,7 +72,7 @@ async def trace_eval(
         await create_markdown_artifact(key="table-3", markdown=markdown,
                                        description="The IOPO paper's Table 3 for this model, beside the paper's "
                                                    "Qwen2-7B IOPO")
-    unscored = [line for name, metrics in done.items() if (line := unscored_line(SUITES[name], metrics))]
+    unscored = unscored_lines(done)
     if unscored:  # results so far are written; a rerun asks only for what is missing
         raise RuntimeError("; ".join(unscored))
     if cfg.suite == ALL:

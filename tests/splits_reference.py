@@ -7,8 +7,8 @@ from __future__ import annotations
 from array import array
 
 from flows.near_duplicates import band_keys, normalise_instruction, shingle_ids, shingles, signature, similarity
-from flows.split_plan import ALL_SPLITS, TRAIN_SPLITS, Candidates, Key, SplitConfig, _Plan
-from flows.splits import SplitResult, _decide, _fields
+from flows.split_plan import TRAIN_SPLITS, Candidates, Key, SplitConfig, _Plan
+from flows.splits import SplitResult, _decide, _fields, collect
 
 
 class _Text:
@@ -92,14 +92,5 @@ def reference_splits(candidates: dict[str, list[dict]], config: SplitConfig = Sp
     ref_index = _Index(config.near_duplicate_threshold)
     for i, text in enumerate(reference_instructions):
         ref_index.add(_Text(text), f"#{i}")
-    splits: dict[str, list[dict]] = {name: [] for name in ALL_SPLITS}
-    rejects: list[dict] = []
     indexes = (_Index(config.near_duplicate_threshold), ref_index, _Index(config.near_duplicate_threshold))
-    for event in _decide(plan, texts, *indexes):
-        if event[0] == "keep":
-            (split, pos), name = event[1], event[2]
-            splits[name].append(cands[split][pos])
-        else:
-            rejects.append(event[2])
-    assert sum(len(rows) for rows in splits.values()) + len(rejects) == sum(len(rows) for rows in cands.values())
-    return SplitResult(splits=splits, rejects=rejects)
+    return collect(_decide(plan, texts, *indexes), cands)

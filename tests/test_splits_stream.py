@@ -42,7 +42,7 @@ from flows.prompts import default_library
 from flows.report import taxonomy_report
 from flows.rules import agreement
 from flows.split_plan import ALL_SPLITS, Candidates, SplitConfig
-from flows.splits import build_splits, official_eval_instructions, stream_splits
+from flows.splits import build_splits, collect, official_eval_instructions, stream_splits
 from flows.store import ShardStore, to_table, write_table_atomic
 from flows.taxonomy import load_taxonomy
 
@@ -65,14 +65,9 @@ class RowTexts:
 def streamed(candidates, config, references=()):
     """stream_splits' events collected the way build_splits collects them, and how often it read."""
     cands = {name: list(candidates.get(name) or ()) for name in ("sft", "dpo", "iopo")}
-    splits, rejects = {name: [] for name in ALL_SPLITS}, []
     source = RowTexts(cands)
-    for event in stream_splits(Candidates.from_rows(cands), source, config, references):
-        if event[0] == "keep":
-            splits[event[2]].append(cands[event[1][0]][event[1][1]])
-        else:
-            rejects.append(event[2])
-    return splits, rejects, source.reads
+    result = collect(stream_splits(Candidates.from_rows(cands), source, config, references), cands)
+    return result.splits, result.rejects, source.reads
 
 
 def near_and_exact_pool(n: int, seed: int = 0) -> dict[str, list[dict]]:

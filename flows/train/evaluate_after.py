@@ -162,8 +162,7 @@ def evaluate_after(cfg: TrainConfig, report: dict, evaluate: Callable[[Evaluatio
     both rows into <train out>/eval/table-3.md and table-3.json. Returns {"markdown", "rows"}."""
     from flows.table3 import comparison_markdown
 
-    check(cfg)
-    evaluations = plan(cfg, report)
+    evaluations = plan(cfg, report)  # its settings were checked before the training (check)
     prepare_trained_folder(evaluations[0])
     rows = []
     for evaluation in evaluations:
@@ -188,7 +187,7 @@ def evaluate_plainly(progress=None) -> Callable[[Evaluation], object]:
     from flows.llm.client import LLMFailure
     from flows.llm.running import BackendError
     from flows.progress import NoProgress
-    from flows.suites import SUITES, unscored_line
+    from flows.suites import unscored_lines
     from flows.table3 import evaluate_all
 
     def evaluate(evaluation: Evaluation):
@@ -196,8 +195,7 @@ def evaluate_plainly(progress=None) -> Callable[[Evaluation], object]:
             result = aio.run(evaluate_all(eval_config(evaluation.parameters), progress or NoProgress()))
         except LLMFailure as exc:  # the server is not there: one line, not a traceback
             raise BackendError(f"LLM server: {exc}") from None
-        lines = [line for name, suite_result in result.suites.items()
-                 if (line := unscored_line(SUITES[name], suite_result.metrics))]
+        lines = unscored_lines({name: suite_result.metrics for name, suite_result in result.suites.items()})
         if lines:
             raise EvaluationIncomplete(f"{evaluation.label} in {evaluation.out}: " + "; ".join(lines))
         return result
