@@ -1,15 +1,17 @@
 """One trace build from seeds to the splits and exports, as plain async Python.
 
-    result = await build_trace(cfg, progress)                        # the CLI
-    result = await build_trace(cfg, progress, track, step, ranges)   # the trace-build flow
+    result = await build_trace(cfg, progress)           # the CLI: both halves below
 
-One plan for every build: the layout is prepared (every seed row read once), the seeds go
-through the stages, then the splits, exports and manifest are written over every shard. With
-execution.ranges > 1 the seeds are cut into ranges, each built into its own part of the run
-folder by a range runner: `ranges_here` builds them in this process one after another,
-trace_build.ranges_on_pool as flow runs of the range deployment on a work pool (any worker, any
-machine sharing the run folder). The flow also tracks each window of seeds as a Prefect task
-(`track`) and each step after the stages (`step`).
+    built = await build_stages(cfg, progress, track, ranges_on_pool)   # the trace-build flow,
+    result = await splits_and_exports(cfg, built)                      # finish_build as a task
+
+One plan for every build, in two halves. build_stages: the layout is prepared (every seed row
+read once), then the seeds go through the stages. finish_build: the splits, exports and manifest
+are written over every shard. With execution.ranges > 1 the seeds are cut into ranges, each
+built into its own part of the run folder by a range runner: `ranges_here` builds them in this
+process one after another, trace_build.ranges_on_pool as flow runs of the range deployment on a
+work pool (any worker, any machine sharing the run folder). The flow also tracks each window of
+seeds as a Prefect task (`track`).
 """
 from __future__ import annotations
 
@@ -55,28 +57,37 @@ def remove_stale_shards(store: ShardStore, n_shards: int, stages: list[str]) -> 
                 path.unlink()
 
 
-async def run_step(name: str, fn: Callable, **kwargs):
-    """How build_trace runs a named step after the stages; the flow makes each a Prefect task."""
-    return fn(**kwargs)
-
-
 # Builds the ranges of a build (execution.ranges > 1) into their parts of the run folder; raises
 # when any did not finish. Two of them: ranges_here, and trace_build.ranges_on_pool.
 RangeRunner = Callable[[RunConfig], Awaitable[None]]
 
 
-async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(), track: WindowTracker = untracked_window,
-                      step=run_step, run_ranges: RangeRunner | None = None) -> BuildResult:
-    """The whole build: layout, stages (in this process, or as ranges by `run_ranges`, default
-    ranges_here), then the outputs over every shard."""
+@dataclass
+class StagesBuilt:
+    """What finish_build needs of the stages: when the build started, and each part's
+    StagesResult as a dict (one part, or one per range)."""
+    started: float
+    parts: list[dict]
+
+
+async def build_trace(cfg: RunConfig, progress: Progress = NoProgress(),
+                      track: WindowTracker = untracked_window) -> BuildResult:
+    """The whole build in this process: the stages, then the outputs over every shard."""
+    return finish_build(cfg, await build_stages(cfg, progress, track))
+
+
+async def build_stages(cfg: RunConfig, progress: Progress = NoProgress(), track: WindowTracker = untracked_window,
+                       run_ranges: RangeRunner | None = None) -> StagesBuilt:
+    """The layout, then the stages: in this process, or as ranges by `run_ranges` (default
+    ranges_here)."""
     started = time.time()
     count = prepare_layout(cfg)
     if cfg.execution.ranges == 1:
-        built = [asdict(await run_stages(cfg, ShardStore(cfg.out), progress, track, count=count))]
+        parts = [asdict(await run_stages(cfg, ShardStore(cfg.out), progress, track, count=count))]
     else:
         await (run_ranges or ranges_here(progress, track))(cfg)
-        built = read_range_results(cfg.out, cfg.execution.ranges)
-    return await finish_build(cfg, built, started, step)
+        parts = read_range_results(cfg.out, cfg.execution.ranges)
+    return StagesBuilt(started, parts)
 
 
 def ranges_here(progress: Progress = NoProgress(), track: WindowTracker = untracked_window) -> RangeRunner:
@@ -114,18 +125,17 @@ async def build_range(cfg: RunConfig, index: int, progress: Progress = NoProgres
     return result
 
 
-async def finish_build(cfg: RunConfig, built: list[dict], started: float, step=run_step) -> BuildResult:
-    """Splits, exports and the manifest over every range's shards (`built`: each range's
-    StagesResult, as a dict)."""
-    models = sorted({b["model"] for b in built})
+def finish_build(cfg: RunConfig, built: StagesBuilt) -> BuildResult:
+    """Splits, exports and the manifest over every part's shards."""
+    parts = built.parts
+    models = sorted({part["model"] for part in parts})
     if len(models) > 1:
         log.warning("ranges were built by different models: %s", ", ".join(models))
     store = ShardStore(cfg.out)
-    prompts = library_for(cfg.prompts_dir, cfg.prompt_set)
-    manifest = await step("splits-and-exports", write_outputs, cfg=cfg, store=store, model=built[0]["model"],
-                          dialect=built[0]["dialect"], prompts=prompts, taxonomy=load_taxonomy(),
-                          usage=merge_usage([b["usage"] for b in built]),
-                          timing=merge_timing([b["timing"] for b in built]), started=started)
+    manifest = write_outputs(cfg=cfg, store=store, model=parts[0]["model"], dialect=parts[0]["dialect"],
+                             prompts=library_for(cfg.prompts_dir, cfg.prompt_set), taxonomy=load_taxonomy(),
+                             usage=merge_usage([part["usage"] for part in parts]),
+                             timing=merge_timing([part["timing"] for part in parts]), started=built.started)
     return BuildResult(store.run_dir, manifest, manifest["splits"]["sft"]["rows"])
 
 

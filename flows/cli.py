@@ -17,35 +17,9 @@ from flows import aio
 from flows.config import BUILD_OPTIONS, ConfigError, build_overrides, load_config
 from flows.errors import InputError, StageBug, UserError
 from flows.llm.running import BackendError
+from flows.progress import TqdmProgress
 from flows.suites import SUITES, suite_names
 from flows.train.methods import METHODS
-
-
-class TqdmProgress:
-    """One progress bar per stage, made when the build knows how many seeds it has."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bars: dict = {}
-
-    def start(self, totals: dict[str, int]) -> None:
-        from tqdm import tqdm
-
-        self.close()  # ranges built one after another each start their own bars
-        self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not self.enabled,
-                              unit="row", dynamic_ncols=True) for i, (s, total) in enumerate(totals.items())}
-
-    def expect(self, stage: str, n: int = 1) -> None:
-        bar = self._bars[stage]
-        bar.total += n
-        bar.refresh()
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        self._bars[stage].update(n)
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
 
 
 def cmd_run(args) -> int:

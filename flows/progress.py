@@ -1,5 +1,5 @@
 """How a long job reports how far it is: rows through each stage of a build, rows through each
-phase of an evaluation. The CLI draws bars (cli.TqdmProgress), the flows update Prefect progress
+phase of an evaluation. The CLI draws bars (TqdmProgress), the flows update Prefect progress
 artifacts (trace_build.ArtifactProgress); the work itself only calls these three methods."""
 from __future__ import annotations
 
@@ -27,3 +27,30 @@ class NoProgress:
 
     def advance(self, stage: str, n: int = 1) -> None:
         pass
+
+
+class TqdmProgress:
+    """One progress bar per stage, made when the build knows how many seeds it has."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bars: dict = {}
+
+    def start(self, totals: dict[str, int]) -> None:
+        from tqdm import tqdm
+
+        self.close()  # ranges built one after another each start their own bars
+        self._bars = {s: tqdm(total=total, desc=f"{s:<10}", position=i, leave=True, disable=not self.enabled,
+                              unit="row", dynamic_ncols=True) for i, (s, total) in enumerate(totals.items())}
+
+    def expect(self, stage: str, n: int = 1) -> None:
+        bar = self._bars[stage]
+        bar.total += n
+        bar.refresh()
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self._bars[stage].update(n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()

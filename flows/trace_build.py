@@ -1,8 +1,8 @@
 """The `trace-build` Prefect flow: seeds -> five stages -> DPO / IOPO -> splits and exports.
 
-The work itself is flows.build.build_trace, as from the command line; what this module adds is
-Prefect's: each window of seeds and each later step as a task (so the UI shows where a build
-is), a progress artifact per stage, the funnel and summary artifacts, the range runner that
+The work itself is flows.build's two halves, build_stages and finish_build, as from the command
+line; what this module adds is Prefect's: each window of seeds and the splits-and-exports step as
+tasks (so the UI shows where a build is), a progress artifact per stage, the funnel and summary artifacts, the range runner that
 fans a build out as flow runs of `trace-build-range` on a work pool (ranges_on_pool), and the
 training deployment started when the build is done.
 """
@@ -23,12 +23,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from flows import aio
-from flows.build import BuildResult, build_range, build_trace
+from flows.build import BuildResult, StagesBuilt, build_range, build_stages, finish_build
 from flows.config import RunConfig, build_overrides, load_config
 from flows.errors import StageBug, bug_message, internal_errors
 from flows.ranges import part_name, shared_paths
 from flows.report import agreement_markdown, cost_text, format_funnel, reasons_text, written_exports
-from flows.store import write_json_atomic
 from flows.train.trigger import start_training, training_line
 
 aio.prefer_uvloop()  # the loop the CLI runs on (flows/aio.py): less client CPU per request
@@ -47,8 +46,10 @@ async def as_prefect_task(number: int, first_shard: int, last_shard: int, run) -
     return await seed_window.with_options(task_run_name=f"window-{number:05d}")(number, first_shard, last_shard, run)
 
 
-async def as_prefect_step(name: str, fn, **kwargs):
-    return task(fn, name=name, task_run_name=name, cache_policy=NO_CACHE, persist_result=False)(**kwargs)
+@task(name="splits-and-exports", task_run_name="splits-and-exports", cache_policy=NO_CACHE, persist_result=False)
+def splits_and_exports(cfg: RunConfig, built: StagesBuilt) -> BuildResult:
+    """The splits, exports and manifest over every shard, once the stages are done."""
+    return finish_build(cfg, built)
 
 
 class ArtifactProgress:
@@ -181,7 +182,8 @@ async def trace_build(
         model=model, max_in_flight=max_in_flight, ranges=ranges, trigger_training=trigger_training,
         training_method=training_method))
     progress = ArtifactProgress()
-    result = await build_trace(cfg, progress, track=as_prefect_task, step=as_prefect_step, run_ranges=ranges_on_pool)
+    built = await build_stages(cfg, progress, track=as_prefect_task, run_ranges=ranges_on_pool)
+    result = splits_and_exports(cfg, built)
     await progress.finish()
     print(format_funnel(result.manifest["funnel"]))
     await create_table_artifact(

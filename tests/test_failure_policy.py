@@ -1,7 +1,6 @@
 """The failure policy of a build (flows/errors.py): a bug in a stage's code is counted, stops the
 build past execution.max_internal_errors, makes any build that had one exit nonzero, and its rows
 are retried by the next run without paying twice for anything."""
-import json
 
 import pytest
 

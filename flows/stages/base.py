@@ -13,18 +13,13 @@ import random
 from dataclasses import dataclass, field
 
 from flows.config import PipelineConfig
-from flows.contracts import content_id, request_seed
+from flows.contracts import content_id, lineage_of, request_seed
 from flows.errors import INTERNAL_ERROR, BugBudget
 from flows.llm.client import LLMCall, LLMClient, LLMFailure, LLMResult, ServerRefused
 from flows.prompts import PromptError, PromptLibrary
 from flows.taxonomy import Taxonomy
 
 log = logging.getLogger("trace_build.stages")
-
-
-# Where each call sits in a row's chain: earlier calls have more work behind them and go first.
-CALL_ORDER = {"tag_taxonomy": 0, "expand": 1, "structure": 2, "extract_checks": 2, "check_completeness": 3,
-              "check_redundancy": 3, "respond": 4, "grade": 5, "worsen": 6, "iopo_edit": 6}
 
 
 class Reject(Exception):
@@ -77,12 +72,19 @@ class Stage:
     it reads; all of them, and nothing else of the config, enter its fingerprint."""
 
     name: str = ""
-    calls: dict[str, str] = {}  # prompt template -> the sampling it asks with (SamplingConfig: <kind>_temperature)
+    calls: dict[str, str] = {}  # prompt template -> the sampling it asks with (SamplingConfig: <kind>_temperature),
+    #                             in the order a row makes them
     settings: tuple[str, ...] = ()  # the PipelineConfig fields its process() reads (the seed: every stage)
 
     @property
     def templates(self) -> tuple[str, ...]:
         return tuple(self.calls)
+
+    def call_order(self, template: str) -> int:
+        """Where the call sits in a row's chain (its stage's depth, then its place in `calls`):
+        the client serves waiting requests lowest first, so a row that fell behind, with the
+        most work left, goes first."""
+        return 100 * (len(lineage_of(self.name)) - 1) + self.templates.index(template)
 
     async def process(self, row: dict, ctx: StageContext, trace: RowTrace) -> dict:
         raise NotImplementedError
@@ -96,7 +98,7 @@ class Stage:
             temperature=getattr(sampling, f"{kind}_temperature"),
             max_tokens=getattr(sampling, f"{kind}_max_tokens"),
             seed=ctx.request_seed(row["seed_id"], template),
-            priority=CALL_ORDER.get(template, 0),
+            priority=self.call_order(template),
         )
         result = await ctx.client.chat(call)
         trace.templates[template] = prompt.version
