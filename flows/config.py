@@ -5,6 +5,7 @@ from a Prefect Secret block named here, at run time, and is never stored in the 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,9 @@ SAMPLING_EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "repeat_penalty
                          "frequency_penalty")
 
 
+OVERSUBSCRIPTION = 1.25  # max_in_flight: auto, per server sequence
+
+
 class LLMConfig(_Strict):
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible /v1 URLs (replicas of one model)")
     backend: Literal["simulated", "embedded", "vllm"] | None = Field(None, description="start this backend when no base URL is given")
@@ -38,7 +42,9 @@ class LLMConfig(_Strict):
     model: str | None = Field(None, description="model name to request; default: the first one the server lists")
     dialect: Literal["json_schema", "json_object_schema", "json_object", "none"] | None = Field(
         None, description="how the server takes a JSON schema; default from the backend profile")
-    max_in_flight: int = Field(64, ge=1, description="requests in flight per endpoint")
+    max_in_flight: int | Literal["auto"] = Field(
+        64, description="requests in flight per endpoint; auto: 1.25 x max_num_seqs, so that the server's own "
+                        "queue always holds the next request when a sequence finishes")
     timeout_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(6, ge=1, description="tries per request on transient errors")
     parse_attempts: int = Field(3, ge=1, description="tries per request when the answer is unusable")
@@ -54,10 +60,39 @@ class LLMConfig(_Strict):
     # The launched vLLM server (backend: vllm); a server you started yourself ignores these.
     tensor_parallel_size: int = Field(4, ge=1, description="backend vllm: GPUs per replica (Qwen2-72B-Instruct "
                                                            "in bf16 needs 4 x 80 GB)")
-    max_num_seqs: int | None = Field(None, ge=1, description="backend vllm: sequences in a batch "
-                                                             "(default: max_in_flight)")
+    max_num_seqs: int | None = Field(None, ge=1, description="sequences the server runs at once (vLLM's "
+                                                             "--max-num-seqs): backend vllm starts with it "
+                                                             "(default: max_in_flight); for base_urls, say "
+                                                             "what your servers run with")
     host: str = Field("127.0.0.1", description="backend vllm: the address it listens on (0.0.0.0 for "
                                                "replicas other machines reach)")
+
+    @field_validator("max_in_flight")
+    @classmethod
+    def _positive(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("must be at least 1, or auto")
+        return value
+
+    @model_validator(mode="after")
+    def _auto_needs_the_server(self):
+        if self.max_in_flight == "auto" and self.max_num_seqs is None:
+            raise ValueError("max_in_flight: auto needs max_num_seqs (the sequences the server runs at once)")
+        return self
+
+    @property
+    def in_flight_per_endpoint(self) -> int:
+        """Requests kept in flight per endpoint. Over-subscribed by a quarter under auto: vLLM
+        queues what it cannot run yet, so a finished sequence is replaced at once, without
+        waiting for the client's turnaround."""
+        if self.max_in_flight == "auto":
+            return math.ceil(OVERSUBSCRIPTION * self.max_num_seqs)
+        return self.max_in_flight
+
+    @property
+    def server_seqs(self) -> int:
+        """The sequences a vLLM server launched for the run runs at once."""
+        return self.max_num_seqs or self.in_flight_per_endpoint
 
     @field_validator("sampling_extra")
     @classmethod
@@ -115,8 +150,9 @@ class PipelineConfig(_Strict):
 class ExecutionConfig(_Strict):
     """How a build is run: none of it changes a row, so none of it is in a stage's fingerprint."""
 
-    window_size: int = Field(1024, ge=1, description="seeds admitted together; a Prefect task per window")
-    windows_in_flight: int = Field(2, ge=1, description="windows in the stages at once (bounds memory)")
+    window_size: int = Field(1024, ge=1, description="seeds tracked together; a Prefect task per window")
+    windows_in_flight: int = Field(2, ge=1, description="seeds in the stages at once, in windows: "
+                                                        "windows_in_flight x window_size (bounds memory)")
     max_internal_errors: int = Field(3, ge=0, description="rows a stage's code may fail on (a bug, reason "
                                                           "internal_error) before the build stops; any such row "
                                                           "makes the build exit nonzero, and is retried next run")
@@ -257,6 +293,11 @@ def eval_overrides(*, base_urls=None, model=None, backend=None, backend_model=No
     return overrides
 
 
+def in_flight(value: str) -> int | str:
+    """The command line's max_in_flight: a number, or auto."""
+    return value if value == "auto" else int(value)
+
+
 # The options of a build, the same for `trace-build run` and the trace-build flow: name (the flow
 # parameter), where it goes in RunConfig, and how the command line takes it.
 BUILD_OPTIONS: dict[str, tuple[str, dict]] = {
@@ -268,7 +309,9 @@ BUILD_OPTIONS: dict[str, tuple[str, dict]] = {
     "backend": ("llm.backend", {"choices": ["embedded", "simulated", "vllm"], "help": "start this backend for the run"}),
     "backend_model": ("llm.backend_model", {"help": "model the started backend serves"}),
     "model": ("llm.model", {"help": "model name to request (default: the first the server lists)"}),
-    "max_in_flight": ("llm.max_in_flight", {"type": int, "help": "requests in flight per endpoint"}),
+    "max_in_flight": ("llm.max_in_flight", {"type": in_flight, "metavar": "N|auto",
+                                            "help": "requests in flight per endpoint; auto: 1.25 x the server's "
+                                                    "max_num_seqs"}),
     "ranges": ("execution.ranges", {"type": int, "help": "build the seeds in N ranges (the flow: N flow runs on the "
                                                          "work pool; the command line: one after another)"}),
     "trigger_training": ("training.trigger", {"action": "store_const", "const": True,

@@ -12,6 +12,7 @@ is read back from the store instead of being computed again.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import defaultdict
 from typing import Awaitable, Callable, Iterable, Iterator
@@ -48,8 +49,10 @@ class StageClock:
 
 
 class StageShard:
-    """One stage's results for one shard; written to the store when all inputs are back.
-    on_done gets the output rows, so the stages that take them in learn how many to expect."""
+    """One stage's results for one shard; written to the store when all inputs are back, in a
+    thread, so that the event loop goes on turning answers into requests meanwhile. on_done gets
+    the output rows once the file is written, so the stages that take them in learn how many to
+    expect."""
 
     def __init__(self, stage: Stage, shard: int, store: ShardStore, fingerprint: str,
                  on_done: Callable[[list[dict]], None]):
@@ -60,7 +63,8 @@ class StageShard:
         self.rejects: dict[int, dict] = {}
         self.expected: int | None = None
         self.rows_out: list[dict] = []
-        self.finished = asyncio.Event()
+        self.writing: asyncio.Task | None = None
+        self.complete = asyncio.Event()  # every input row is back: the write has started
 
     def expect(self, n: int) -> None:
         self.expected = n
@@ -75,22 +79,27 @@ class StageShard:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self.expected is None or len(self.inputs) < self.expected or self.finished.is_set():
+        if self.expected is None or len(self.inputs) < self.expected or self.writing is not None:
             return
         order = sorted(self.inputs)  # seed order, so a rerun writes the same bytes
         out = [self.outputs[p] for p in order if p in self.outputs]
         rejects = [self.rejects[p] for p in order if p in self.rejects]
-        self.store.write_shard(self.stage.name, self.shard, stage_schema(self.stage.name), out, rejects,
-                               input_hash([self.inputs[p] for p in order], self.fingerprint),
-                               retry=any(r["reason"] == INTERNAL_ERROR for r in rejects))
+        self.writing = asyncio.ensure_future(self._write([self.inputs[p] for p in order], out, rejects))
+        self.complete.set()
+
+    async def _write(self, inputs: list[dict], out: list[dict], rejects: list[dict]) -> None:
+        def write():
+            self.store.write_shard(self.stage.name, self.shard, stage_schema(self.stage.name), out, rejects,
+                                   input_hash(inputs, self.fingerprint),
+                                   retry=any(r["reason"] == INTERNAL_ERROR for r in rejects))
+        await asyncio.to_thread(write)
         self.rows_out = out
-        self.finished.set()
         self.on_done(out)
 
     async def wait(self) -> "StageShard":
-        await self.finished.wait()
+        await self.complete.wait()
+        await self.writing
         return self
-
 
 async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: StageContext, store: ShardStore,
                     progress: Progress = NoProgress(), clock: StageClock | None = None) -> dict[str, list[dict]]:
@@ -144,7 +153,12 @@ async def run_shard(shard: int, rows: list[dict], stages: list[Stage], ctx: Stag
         if PARENT[stage.name] != "seeds":
             progress.expect(stage.name, len(inputs))
     waits = [c.wait() for c in collectors.values()]
-    await gather_or_cancel(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
+    try:
+        await gather_or_cancel(*(walk(row, stage) for stage, inputs in entries for row in inputs), *waits)
+    finally:
+        # the collectors and their callbacks refer to each other: without this the shard's rows
+        # would wait for the garbage collector, whose full passes stall the event loop
+        collectors.clear()
     return done
 
 
@@ -163,19 +177,56 @@ def windows(shards: Iterable[tuple[list[dict], list[dict]]], shard_size: int, wi
 
 
 async def run_window(window: list[tuple[int, list[dict], list[dict]]], stages: list[Stage], ctx: StageContext,
-                     store: ShardStore, progress: Progress, clock: StageClock) -> dict[str, int]:
+                     store: ShardStore, progress: Progress, clock: StageClock,
+                     admission: "Admission | None" = None) -> dict[str, int]:
     """The shards of one window through every stage, each shard on its own (no barrier between
-    them); rows leave memory when their shard is written. Rows out per stage."""
+    them), each entering as soon as `admission` lets it; rows leave memory when their shard is
+    written. Rows out per stage."""
+    admission = admission or Admission(len(window))
     counts: dict[str, int] = defaultdict(int)
 
     async def one(number: int, rows: list[dict], rejects: list[dict]) -> None:
-        store.write_shard("seeds", number, stage_schema("seeds"), rows, rejects, input_hash(rows))
-        done = await run_shard(number, rows, stages, ctx, store, progress, clock=clock)
+        try:
+            await asyncio.to_thread(store.write_shard, "seeds", number, stage_schema("seeds"), rows, rejects,
+                                    input_hash(rows))
+            done = await run_shard(number, rows, stages, ctx, store, progress, clock=clock)
+        finally:
+            admission.leave()
         for stage, out in done.items():
             counts[stage] += len(out)
 
-    await gather_or_cancel(*(one(*shard) for shard in window))
+    shards: list[asyncio.Task] = []
+    try:
+        while window:
+            await admission.enter()
+            shards.append(asyncio.ensure_future(one(*window.pop(0))))  # each shard's rows held by its run alone
+        admission.window_entered()
+        await gather_or_cancel(*shards)
+    finally:
+        for job in shards:
+            job.cancel()
+        await asyncio.gather(*shards, return_exceptions=True)
     return dict(counts)
+
+
+class Admission:
+    """How many shards may be in the stages at once. A shard enters when one leaves, whichever
+    window either belongs to, so the rows in flight (and the requests they make) never drop
+    when a window ends: the next window's shards take the places of the last one's, one by one.
+    `entered` is set when the window being admitted is all in, and the next one may start."""
+
+    def __init__(self, shards: int):
+        self._places = asyncio.Semaphore(shards)
+        self.entered = asyncio.Event()
+
+    async def enter(self) -> None:
+        await self._places.acquire()
+
+    def leave(self) -> None:
+        self._places.release()
+
+    def window_entered(self) -> None:
+        self.entered.set()
 
 
 # Wraps the run of one window, e.g. as a Prefect task: (window number, first shard, last shard, run).
@@ -190,32 +241,46 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
                   store: ShardStore, progress: Progress = NoProgress(), track: WindowTracker = untracked_window,
                   clock: StageClock | None = None, shard_size: int = 16, window_size: int = 1024,
                   windows_in_flight: int = 2) -> dict[str, int]:
-    """Seed shards (rows, input rejects), read lazily, admitted one window at a time with at
-    most `windows_in_flight` windows in the stages: a new window starts when one finishes, so
-    the server always has a window in full flow while another drains, and memory holds at most
-    windows_in_flight x window_size seeds' rows whatever the size of the build. Rows out per
-    stage over the whole build."""
+    """Seed shards (rows, input rejects), read lazily in a thread, with at most
+    windows_in_flight x window_size seeds in the stages: a shard enters as one leaves, so the
+    server always has a full flow of rows and memory holds a bounded number of seeds' rows
+    whatever the size of the build. A window (the unit `track` wraps, a Prefect task in the
+    flow) starts once the one before it is all in. Rows out per stage over the whole build."""
     clock = clock or StageClock()
-    slots = asyncio.Semaphore(windows_in_flight)
+    # Everything alive now (modules, config, client) lives as long as the build: moved out of the
+    # collector's reach, so that its full collections, which stall the event loop for as long
+    # as they take, walk only the rows in flight.
+    gc.freeze()
+    per_window = max(1, window_size // shard_size)
+    admission = Admission(windows_in_flight * per_window)
     totals: dict[str, int] = defaultdict(int)
     running: set[asyncio.Task] = set()
 
-    async def admitted(number: int, window) -> None:
-        try:
-            counts = await track(number, window[0][0], window[-1][0],
-                                 lambda: run_window(window, stages, ctx, store, progress, clock))
-            for stage, n in counts.items():
-                totals[stage] += n
-        finally:
-            slots.release()
+    async def tracked(number: int, window) -> None:
+        counts = await track(number, window[0][0], window[-1][0],
+                             lambda: run_window(window, stages, ctx, store, progress, clock, admission))
+        for stage, n in counts.items():
+            totals[stage] += n
 
+    def reap() -> None:
+        for job in [j for j in running if j.done()]:
+            running.discard(job)
+            job.result()  # a failed window stops the build here, with its error
+
+    read = windows(shards, shard_size, window_size)
     try:
-        for number, window in enumerate(windows(shards, shard_size, window_size)):
-            await slots.acquire()
-            for job in [j for j in running if j.done()]:
-                running.discard(job)
-                job.result()  # a failed window stops the build here, with its error
-            running.add(asyncio.ensure_future(admitted(number, window)))
+        # seeds are read and parsed off the event loop, which is busy turning answers into requests
+        while (window := await asyncio.to_thread(next, read, None)) is not None:
+            number = window[0][0] // per_window
+            admission.entered.clear()
+            running.add(asyncio.ensure_future(tracked(number, window)))
+            entered = asyncio.ensure_future(admission.entered.wait())
+            try:
+                while not entered.done():
+                    await asyncio.wait({entered, *running}, return_when=asyncio.FIRST_COMPLETED)
+                    reap()
+            finally:
+                entered.cancel()
         await gather_or_cancel(*running)
     finally:
         for job in running:

@@ -165,7 +165,7 @@ async def trace_build(
     backend: str | None = None,
     backend_model: str | None = None,
     model: str | None = None,
-    max_in_flight: int | None = None,
+    max_in_flight: int | str | None = None,
     ranges: int | None = None,
     trigger_training: bool | None = None,
     training_method: str | None = None,

@@ -94,3 +94,21 @@ def test_seed_sources_glob_and_fsspec_url(tmp_path):
     memory.pipe("/pool/night1.jsonl", b'{"text": "from a bucket"}\n')
     batch = load_seeds("memory://pool/")
     assert batch.rows[0]["text"] == "from a bucket" and batch.rows[0]["source"] == "memory:///pool/night1.jsonl:1"
+
+
+def test_max_in_flight_auto_over_subscribes_the_server_by_a_quarter_and_needs_its_size(tmp_path):
+    from flows.config import ConfigError, load_config
+    from flows.llm.backends import client_for
+
+    cfg = load_config(None, {"llm.max_in_flight": "auto", "llm.max_num_seqs": 64, "llm.base_urls": ["http://x/v1"]})
+    assert cfg.llm.in_flight_per_endpoint == 80 and cfg.llm.server_seqs == 64
+    client = client_for(cfg.llm, ["http://a/v1", "http://b/v1"], "json_schema", None)
+    assert client._slots._free == 160  # per endpoint
+    plain = load_config(None, {"llm.max_in_flight": 48})
+    assert plain.llm.in_flight_per_endpoint == 48 and plain.llm.server_seqs == 48  # a launched vLLM runs as many
+    c = tmp_path / "c.yaml"
+    c.write_text("llm:\n  max_in_flight: auto\n")
+    with pytest.raises(ConfigError, match="max_in_flight: auto needs max_num_seqs"):
+        load_config(c)
+    one_line_error(run_cli("run", "--max-in-flight", "auto", "--backend", "simulated", "--out", tmp_path / "o"),
+                   "max_in_flight: auto needs max_num_seqs")

@@ -50,7 +50,7 @@ def llm_endpoints(cfg: LLMConfig) -> Iterator[tuple[list[str], str]]:
     options = {}
     if cfg.backend == "vllm":  # the config's engine settings; the key the client will send
         options = {"tensor_parallel_size": cfg.tensor_parallel_size, "api_key": resolve_api_key(cfg),
-                   "max_num_seqs": cfg.max_num_seqs or cfg.max_in_flight}
+                   "max_num_seqs": cfg.server_seqs}
     host = cfg.host if cfg.backend == "vllm" else "127.0.0.1"
     with start_backend(cfg.backend, cfg.backend_model, host=host, **options) as server:
         yield [server.base_url], cfg.dialect or DIALECTS[cfg.backend]
@@ -58,7 +58,7 @@ def llm_endpoints(cfg: LLMConfig) -> Iterator[tuple[list[str], str]]:
 
 def client_for(cfg: LLMConfig, base_urls: list[str], dialect: str, cache) -> LLMClient:
     """The LLM client for endpoints of `cfg` (from llm_endpoints), answering through `cache`."""
-    return LLMClient(base_urls, cache, model=cfg.model, dialect=dialect, max_in_flight=cfg.max_in_flight,
+    return LLMClient(base_urls, cache, model=cfg.model, dialect=dialect, max_in_flight=cfg.in_flight_per_endpoint,
                      timeout_s=cfg.timeout_s, max_attempts=cfg.max_attempts, parse_attempts=cfg.parse_attempts,
                      backoff_s=cfg.backoff_s, api_key=resolve_api_key(cfg), top_p=cfg.top_p,
                      sampling_extra=cfg.sampling_extra)

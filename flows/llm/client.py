@@ -368,29 +368,29 @@ class LLMClient:
         fmt = response_format(self.dialect, call.schema)
         if fmt:
             body["response_format"] = fmt
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait_random_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        )
         endpoint = self._endpoints[0]
+
+        async def post():
+            nonlocal endpoint
+            await self._slots.acquire(call.priority)
+            endpoint = min(self._endpoints, key=lambda e: e.in_flight / e.capacity)
+            endpoint.in_flight += 1
+            usage.requests += 1
+            try:
+                # The raw POST skips the SDK's per-request transform of typed
+                # params (milliseconds of CPU each); errors map to the same types.
+                return await endpoint.client.post("/chat/completions", body=body, cast_to=object)
+            finally:
+                endpoint.in_flight -= 1
+                self._slots.release()
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        usage.retries += 1
-                    await self._slots.acquire(call.priority)
-                    endpoint = min(self._endpoints, key=lambda e: e.in_flight / e.capacity)
-                    endpoint.in_flight += 1
-                    usage.requests += 1
-                    try:
-                        # The raw POST skips the SDK's per-request transform of typed
-                        # params (milliseconds of CPU each); errors map to the same types.
-                        resp = await endpoint.client.post("/chat/completions", body=body, cast_to=object)
-                    finally:
-                        endpoint.in_flight -= 1
-                        self._slots.release()
+            try:
+                resp = await post()
+            except Exception as exc:  # noqa: BLE001 - what tenacity would retry goes to it
+                if not is_transient(exc) or self.max_attempts == 1:
+                    raise
+                resp = await self._retry(post, exc, usage)
         except openai.APITimeoutError as exc:
             raise self._fail(usage, "timeout", exc)
         except openai.APIConnectionError as exc:
@@ -416,6 +416,27 @@ class LLMClient:
         usage.prompt_tokens += tokens["prompt_tokens"]
         usage.completion_tokens += tokens["completion_tokens"]
         return content, resp.get("model") or model, tokens, choice.get("finish_reason")
+
+    async def _retry(self, post, first: Exception, usage: StageUsage):
+        """The tries after a first transient failure, by tenacity. Only a failed request builds
+        its retry state: that state is a web of references the garbage collector alone frees,
+        and one for every request made its full passes long enough to stall the event loop.
+        The first failure is replayed as tenacity's first attempt, so the waits and the count of
+        attempts are those of one policy over all of them."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_random_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+        replay: Exception | None = first
+        async for attempt in retrying:
+            with attempt:
+                if replay is not None:
+                    exc, replay = replay, None
+                    raise exc
+                usage.retries += 1
+                return await post()
 
     @staticmethod
     def _fail(usage: StageUsage, reason: str, exc: Exception) -> LLMFailure:

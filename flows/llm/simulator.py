@@ -388,6 +388,9 @@ class Simulator:
             "hangs": 0, "malformed": 0, "length": 0, "disconnected": 0,
             "service_seconds": 0.0,  # latency spent holding a slot: the work a perfect client schedules
             "first_request_at": None, "last_answer_at": None,  # epoch seconds: the busy window
+            # slot-seconds in service in each second from the first request on: divided by the
+            # capacity, how full the server was over time (a dip shows where a client stalled)
+            "service_profile": [],
             # gauges describe requests still in the server, so a reset keeps them
             "in_flight": kept.get("in_flight", 0), "queued": kept.get("queued", 0),
             "hanging": kept.get("hanging", 0),
@@ -468,6 +471,7 @@ class Simulator:
             await self._slots.acquire()
         finally:
             c["queued"] -= 1
+        served_from = time.time()
         try:
             c["in_flight"] += 1
             c["max_in_flight"] = max(c["max_in_flight"], c["in_flight"])
@@ -481,6 +485,21 @@ class Simulator:
         finally:
             c["in_flight"] -= 1
             self._slots.release()
+            self._in_service(served_from, time.time())
+
+    def _in_service(self, start: float, end: float) -> None:
+        """Adds a request's time holding a slot to the seconds it spans."""
+        profile, origin = self.counters["service_profile"], self.counters["first_request_at"]
+        if origin is None:  # counters reset while it was in service
+            return
+        start = max(start, origin)
+        second = int(start - origin)
+        while start < end:
+            upto = min(end, origin + second + 1)
+            if len(profile) <= second:
+                profile.extend([0.0] * (second + 1 - len(profile)))
+            profile[second] += upto - start
+            start, second = upto, second + 1
 
     def completion(self, body: dict, faults: _Faults) -> dict:
         content, is_json = make_content(body, self.config)
