@@ -4,10 +4,13 @@ Each row walks through the stages on its own: the moment its stage-2 answer arri
 request is sent, whatever its neighbours are doing; after stage 5 it forks into the DPO and IOPO
 stages at once. Per (stage, shard) a collector gathers the results and writes the shard file once
 every row that entered the stage has left it, so shards stay the unit of storage and resume while
-rows are the unit of work. Seeds are admitted in windows of shards, a bounded number at a time,
-so memory does not grow with the size of the build; a window is the unit a Prefect task tracks.
-The LLM client's semaphore bounds what actually reaches the server. A finished (stage, shard)
-is read back from the store instead of being computed again.
+rows are the unit of work. A bounded number of shards is in the stages at once, a new one
+entering as soon as one leaves, so memory does not grow with the size of the build and the
+server's queue never drains between windows; a window of shards is the unit a Prefect task
+tracks. Nothing slow runs on the event loop, which turns answers into the next requests: seeds
+are read and shard files written in threads. The LLM client's slots bound what actually reaches
+the server. A finished (stage, shard) is read back from the store instead of being computed
+again.
 """
 from __future__ import annotations
 
@@ -247,9 +250,9 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
     whatever the size of the build. A window (the unit `track` wraps, a Prefect task in the
     flow) starts once the one before it is all in. Rows out per stage over the whole build."""
     clock = clock or StageClock()
-    # Everything alive now (modules, config, client) lives as long as the build: moved out of the
-    # collector's reach, so that its full collections, which stall the event loop for as long
-    # as they take, walk only the rows in flight.
+    # Everything alive now (modules, config, client) lives as long as the build: out of the
+    # collector's reach until the end, so that its full passes, which stall the event loop for
+    # as long as they take, walk only the rows in flight.
     gc.freeze()
     per_window = max(1, window_size // shard_size)
     admission = Admission(windows_in_flight * per_window)
@@ -286,4 +289,5 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
         for job in running:
             job.cancel()
         await asyncio.gather(*running, return_exceptions=True)  # stopped before the client closes
+        gc.unfreeze()  # a process that goes on (tests, the next range) collects as usual
     return dict(totals)

@@ -102,3 +102,31 @@ def test_replicas_share_the_load(tmp_path):
         asyncio.run(go())
         served = [simulator.stats(s.base_url)["requests"] for s in (a, b)]
     assert sum(served) == 24 and min(served) >= 6
+
+
+def test_answered_requests_leave_no_garbage_for_the_collector(sim, tmp_path):
+    """Garbage in reference cycles waits for the collector's passes, which stop the event loop;
+    one cycle per request (tenacity's retry state was one) made them long. A request that is
+    answered the first time leaves none; one that is retried may."""
+    import gc
+
+    prompts = default_library()
+    client = LLMClient([sim.base_url], RequestCache(tmp_path / "c.sqlite"), max_in_flight=8)
+
+    async def ask(n, first):
+        await asyncio.gather(*(client.chat(LLMCall(stage="s", prompt=prompts.render("respond", instruction=f"q {i}"),
+                                                   seed=i)) for i in range(first, first + n)))
+
+    async def go():
+        await ask(8, 0)  # connections opened, the model resolved: one-off state
+        gc.collect()
+        gc.disable()
+        try:
+            await ask(200, 100)
+            return gc.collect()
+        finally:
+            gc.enable()
+            await client.aclose()
+
+    left = asyncio.run(go())
+    assert left < 200, left  # less than one object per request

@@ -354,6 +354,8 @@ class LLMClient:
                 usage.retries += 1
                 continue
             answer = {"content": content, "data": data, "model": served_model, "usage": tokens}
+            # on the loop, with no await between the answer and its commit: a run stopped now
+            # (cancelled) keeps every answer it has paid for
             cache.put(key, call.stage, model, {"messages": messages, "seed": call.seed}, answer)
             return LLMResult(content, data, served_model, tokens, False)
         usage.failures[last.reason] += 1
