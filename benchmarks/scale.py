@@ -292,7 +292,7 @@ def server_side(work: Workload, n_seeds: int, settings: Settings, wall: float) -
     sim_cpu = cpu_seconds(pid) - work.sim_cpu_start
     return {"seeds": n_seeds, "requests": busy["requests"], "requests_per_seed": round(busy["requests"] / n_seeds, 2),
             "wall_s": busy["wall_seconds"], "busy_s": busy["busy_seconds"], "requests_per_s": busy["requests_per_s"],
-            "slots_busy": busy["fraction_of_ideal"], "sim_peak_rss_mb": round(peak_kb(pid) / 1024, 1),
+            "slots_busy": busy["occupancy"], "sim_peak_rss_mb": round(peak_kb(pid) / 1024, 1),
             "sim_cpu_ms_per_request": per_request_ms(sim_cpu, busy["requests"]),
             "sim_cpu_cores": round(sim_cpu / busy["busy_seconds"], 2)}
 
