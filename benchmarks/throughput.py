@@ -58,12 +58,14 @@ class LoopLag:
     def __init__(self, period: float = 0.005, threshold: float = 0.02):
         self.period, self.threshold = period, threshold
         self.stalls: list[tuple[float, float]] = []  # (epoch seconds at its end, seconds late)
+        self.ticked = time.monotonic()  # when the timer last fired
 
     async def watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
             await asyncio.sleep(self.period)
+            self.ticked = time.monotonic()
             lag = loop.time() - before - self.period
             if lag > self.threshold:
                 self.stalls.append((time.time(), lag))
@@ -80,24 +82,20 @@ class LoopLag:
 
 class StallFinder:
     """Where the event loop's time goes when it stalls (--find-stalls): a thread that, whenever
-    the loop has not ticked for `after` seconds, samples the loop thread's stack; and the time
-    spent in garbage collection, by generation. Slows the run a little: a diagnosis, not a figure."""
+    the LoopLag timer has not fired for `after` seconds, samples the loop thread's stack; and the
+    time spent in garbage collection, by generation. Slows the run a little: a diagnosis, not a
+    figure."""
 
-    def __init__(self, after: float = 0.05):
-        self.after, self.tick = after, time.monotonic()
+    def __init__(self, lag: LoopLag, after: float = 0.05):
+        self.lag, self.after = lag, after
         self.samples: list[tuple[float, str]] = []  # (epoch seconds, where the loop thread was)
         self.collections: list[tuple[float, int, float]] = []  # (epoch seconds at its end, generation, seconds)
         self._gc_started = 0.0
         self._stop = threading.Event()
 
-    async def ticks(self) -> None:
-        while True:
-            self.tick = time.monotonic()
-            await asyncio.sleep(0.005)
-
     def _sample(self, loop_thread: int) -> None:
         while not self._stop.wait(0.01):
-            if time.monotonic() - self.tick > self.after:
+            if time.monotonic() - self.lag.ticked > self.after:
                 frame = sys._current_frames().get(loop_thread)
                 stack = traceback.extract_stack(frame)[-6:] if frame else []
                 self.samples.append((time.time(), " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
@@ -131,13 +129,12 @@ class StallFinder:
                 "stalled_in (10 ms samples)": dict(places.most_common(8))}
 
 
-async def watched(work, lag: LoopLag, finder: StallFinder | None):
-    watchers = [asyncio.ensure_future(lag.watch())] + ([asyncio.ensure_future(finder.ticks())] if finder else [])
+async def watched(work, lag: LoopLag):
+    watcher = asyncio.ensure_future(lag.watch())
     try:
         return await work
     finally:
-        for watcher in watchers:
-            watcher.cancel()
+        watcher.cancel()
 
 
 def measure(latency: str, n_seeds: int, capacity: int, mean: float, max_in_flight: int | str,
@@ -149,10 +146,11 @@ def measure(latency: str, n_seeds: int, capacity: int, mean: float, max_in_fligh
         cfg = load_config(None, {"seeds": str(seeds), "out": str(Path(tmp) / "run"),
                                  "llm.base_urls": [server.base_url], "llm.max_in_flight": max_in_flight,
                                  "llm.max_num_seqs": capacity})
-        lag, finder = LoopLag(), StallFinder()
+        lag = LoopLag()
+        finder = StallFinder(lag)
         started, cpu = time.perf_counter(), time.process_time()
         with finder if find_stalls else contextlib.nullcontext():
-            aio.run(watched(build_trace(cfg), lag, finder if find_stalls else None))
+            aio.run(watched(build_trace(cfg), lag))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         stats = simulator.stats(server.base_url)
     return report(latency, stats, capacity, wall, seeds=n_seeds, max_in_flight=cfg.llm.in_flight_per_endpoint,

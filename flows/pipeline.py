@@ -8,14 +8,14 @@ rows are the unit of work. A bounded number of shards is in the stages at once, 
 entering as soon as one leaves, so memory does not grow with the size of the build and the
 server's queue never drains between windows; a window of shards is the unit a Prefect task
 tracks. Nothing slow runs on the event loop, which turns answers into the next requests: seeds
-are read and shard files written in threads. The LLM client's slots bound what actually reaches
-the server. A finished (stage, shard) is read back from the store instead of being computed
+are read and shard files written in threads, and the garbage collector's full passes, which stop
+the loop, come once per window (flows/garbage.py). The LLM client's slots bound what actually
+reaches the server. A finished (stage, shard) is read back from the store instead of being computed
 again.
 """
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections import defaultdict
 from typing import Awaitable, Callable, Iterable, Iterator
@@ -23,6 +23,7 @@ from typing import Awaitable, Callable, Iterable, Iterator
 from flows.aio import gather_or_cancel
 from flows.contracts import PARENT, stage_schema
 from flows.errors import INTERNAL_ERROR
+from flows.garbage import collect_old, paced
 from flows.progress import NoProgress, Progress
 from flows.stages.base import Stage, StageContext
 from flows.store import ShardStore, input_hash
@@ -180,12 +181,11 @@ def windows(shards: Iterable[tuple[list[dict], list[dict]]], shard_size: int, wi
 
 
 async def run_window(window: list[tuple[int, list[dict], list[dict]]], stages: list[Stage], ctx: StageContext,
-                     store: ShardStore, progress: Progress, clock: StageClock,
-                     admission: "Admission | None" = None) -> dict[str, int]:
+                     store: ShardStore, progress: Progress, clock: StageClock, admission: Admission
+                     ) -> dict[str, int]:
     """The shards of one window through every stage, each shard on its own (no barrier between
     them), each entering as soon as `admission` lets it; rows leave memory when their shard is
     written. Rows out per stage."""
-    admission = admission or Admission(len(window))
     counts: dict[str, int] = defaultdict(int)
 
     async def one(number: int, rows: list[dict], rejects: list[dict]) -> None:
@@ -248,12 +248,9 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
     windows_in_flight x window_size seeds in the stages: a shard enters as one leaves, so the
     server always has a full flow of rows and memory holds a bounded number of seeds' rows
     whatever the size of the build. A window (the unit `track` wraps, a Prefect task in the
-    flow) starts once the one before it is all in. Rows out per stage over the whole build."""
+    flow) starts once the one before it is all in, and when it is done the collector's full pass
+    runs (flows/garbage.py). Rows out per stage over the whole build."""
     clock = clock or StageClock()
-    # Everything alive now (modules, config, client) lives as long as the build: out of the
-    # collector's reach until the end, so that its full passes, which stall the event loop for
-    # as long as they take, walk only the rows in flight.
-    gc.freeze()
     per_window = max(1, window_size // shard_size)
     admission = Admission(windows_in_flight * per_window)
     totals: dict[str, int] = defaultdict(int)
@@ -264,6 +261,7 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
                              lambda: run_window(window, stages, ctx, store, progress, clock, admission))
         for stage, n in counts.items():
             totals[stage] += n
+        collect_old()  # the one full collection of a window's time (flows/garbage.py)
 
     def reap() -> None:
         for job in [j for j in running if j.done()]:
@@ -271,23 +269,23 @@ async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[
             job.result()  # a failed window stops the build here, with its error
 
     read = windows(shards, shard_size, window_size)
-    try:
-        # seeds are read and parsed off the event loop, which is busy turning answers into requests
-        while (window := await asyncio.to_thread(next, read, None)) is not None:
-            number = window[0][0] // per_window
-            admission.entered.clear()
-            running.add(asyncio.ensure_future(tracked(number, window)))
-            entered = asyncio.ensure_future(admission.entered.wait())
-            try:
-                while not entered.done():
-                    await asyncio.wait({entered, *running}, return_when=asyncio.FIRST_COMPLETED)
-                    reap()
-            finally:
-                entered.cancel()
-        await gather_or_cancel(*running)
-    finally:
-        for job in running:
-            job.cancel()
-        await asyncio.gather(*running, return_exceptions=True)  # stopped before the client closes
-        gc.unfreeze()  # a process that goes on (tests, the next range) collects as usual
+    with paced():
+        try:
+            # seeds are read and parsed off the event loop, which is busy turning answers into requests
+            while (window := await asyncio.to_thread(next, read, None)) is not None:
+                number = window[0][0] // per_window
+                admission.entered.clear()
+                running.add(asyncio.ensure_future(tracked(number, window)))
+                entered = asyncio.ensure_future(admission.entered.wait())
+                try:
+                    while not entered.done():
+                        await asyncio.wait({entered, *running}, return_when=asyncio.FIRST_COMPLETED)
+                        reap()
+                finally:
+                    entered.cancel()
+            await gather_or_cancel(*running)
+        finally:
+            for job in running:
+                job.cancel()
+            await asyncio.gather(*running, return_exceptions=True)  # stopped before the client closes
     return dict(totals)

@@ -208,3 +208,60 @@ def test_a_shard_of_the_next_window_enters_as_soon_as_one_of_the_last_leaves(mon
     counts = asyncio.run(scenario())
     assert counts == {"seeds": 6} and held.most == 2
     assert log.windows == [(0, 0, 1), (1, 2, 3), (2, 4, 5)]
+
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def test_full_collections_come_once_per_window_and_free_the_old_cyclic_garbage(monkeypatch):
+    """In the stages the collector's full passes, which stall the event loop, run when a window
+    is done and never on their own (flows/garbage.py); what they are for still happens: cyclic
+    garbage that grew old is freed when its window ends, not at the end of the build."""
+    import gc
+    import weakref
+
+    from flows import pipeline
+
+    held = HeldShards()
+    monkeypatch.setattr(pipeline, "run_shard", held)
+    shards = [([{"seed_id": f"s{i}", "row_id": f"s{i}"}], []) for i in range(3)]  # a window a shard
+    full: list[int] = []
+
+    def on_collection(phase, info):
+        if phase == "stop" and info["generation"] == 2:
+            full.append(len(held.inside))
+
+    async def scenario():
+        build = asyncio.ensure_future(pipeline.run_all(iter(shards), [], None, NoFiles(), shard_size=1,
+                                                       window_size=1, windows_in_flight=3))
+        for _ in range(400):
+            if held.inside == [0, 1, 2]:
+                break
+            await asyncio.sleep(0.005)
+        kept = [[i] for i in range(300_000)]  # promoted in bulk: CPython would collect it all, often
+        old = Cycle()
+        gc.collect(1)  # the cycle survives the young collections: it is in the old generation
+        freed = weakref.ref(old)
+        del old
+        assert full == [] and freed() is not None
+        held.let_go(0)
+        for _ in range(400):
+            if freed() is None:
+                break
+            await asyncio.sleep(0.005)
+        assert freed() is None and full == [2]  # freed by window 0's full pass, with windows 1 and 2 still in the stages
+        held.let_go(1)
+        held.let_go(2)
+        await build
+        return len(kept)
+
+    frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
+    gc.callbacks.append(on_collection)
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.callbacks.remove(on_collection)
+    assert len(full) == 3  # one per window, none of CPython's own
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == frozen  # as usual after the build
