@@ -142,6 +142,9 @@ def check_command(argv: list[str]) -> dict:
         platforms.current_platform = CpuPlatform()
     if argv[:2] != ["vllm", "serve"]:
         return {"status": "refused", "error": f"not a `vllm serve` command: {argv[:2]}"}
+    # The platform's compiled kernels are loaded before the capture: what vLLM logs (once) of this
+    # machine's CPU, e.g. no AVX-512 build in the wheel, says nothing of the command.
+    platforms.current_platform.import_kernels()
     captured = Captured()
     logging.getLogger("vllm").addHandler(captured)
     try:
