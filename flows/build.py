@@ -174,7 +174,7 @@ async def run_stages(cfg: RunConfig, store: ShardStore, progress: Progress = NoP
             shards = seed_shards(seed_items(cfg, index), cfg.pipeline.shard_size)
             rows_out = await run_all(shards, stages, ctx, store, progress, track, clock,
                                      shard_size=cfg.pipeline.shard_size, window_size=cfg.execution.window_size,
-                                     windows_in_flight=cfg.execution.windows_in_flight)
+                                     seeds_in_flight=cfg.execution.seeds_at_once(client.slots))
         finally:
             await client.aclose()
             cache.close()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.errors import UserError
 from flows.suites import ALL_DEFAULTS, SUITES, suite_names
@@ -33,6 +33,16 @@ SAMPLING_EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "repeat_penalty
 
 
 OVERSUBSCRIPTION = 1.25  # max_in_flight: auto, per server sequence
+SEEDS_PER_SLOT = 8  # seeds_in_flight: auto, per request slot of the client
+
+
+def _count_or_auto(value):
+    if value != "auto" and value < 1:
+        raise ValueError("must be at least 1, or auto")
+    return value
+
+
+CountOrAuto = Annotated[int | Literal["auto"], AfterValidator(_count_or_auto)]
 
 
 class LLMConfig(_Strict):
@@ -42,7 +52,7 @@ class LLMConfig(_Strict):
     model: str | None = Field(None, description="model name to request; default: the first one the server lists")
     dialect: Literal["json_schema", "json_object_schema", "json_object", "none"] | None = Field(
         None, description="how the server takes a JSON schema; default from the backend profile")
-    max_in_flight: int | Literal["auto"] = Field(
+    max_in_flight: CountOrAuto = Field(
         64, description="requests in flight per endpoint; auto: 1.25 x max_num_seqs, so that the server's own "
                         "queue always holds the next request when a sequence finishes")
     timeout_s: float = Field(300.0, gt=0)
@@ -66,13 +76,6 @@ class LLMConfig(_Strict):
                                                              "what your servers run with")
     host: str = Field("127.0.0.1", description="backend vllm: the address it listens on (0.0.0.0 for "
                                                "replicas other machines reach)")
-
-    @field_validator("max_in_flight")
-    @classmethod
-    def _positive(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError("must be at least 1, or auto")
-        return value
 
     @model_validator(mode="after")
     def _auto_needs_the_server(self):
@@ -151,8 +154,10 @@ class ExecutionConfig(_Strict):
     """How a build is run: none of it changes a row, so none of it is in a stage's fingerprint."""
 
     window_size: int = Field(1024, ge=1, description="seeds tracked together; a Prefect task per window")
-    windows_in_flight: int = Field(2, ge=1, description="seeds in the stages at once, in windows: "
-                                                        "windows_in_flight x window_size (bounds memory)")
+    seeds_in_flight: CountOrAuto = Field(
+        "auto", description="seeds in the stages at once (bounds memory); auto: 8 per request slot of the "
+                            "LLM client (max_in_flight x replicas), enough rows to keep every slot's next "
+                            "request waiting")
     max_internal_errors: int = Field(3, ge=0, description="rows a stage's code may fail on (a bug, reason "
                                                           "internal_error) before the build stops; any such row "
                                                           "makes the build exit nonzero, and is retried next run")
@@ -162,6 +167,21 @@ class ExecutionConfig(_Strict):
     range_endpoints: list[list[str]] = Field(
         default_factory=list, description="LLM base URLs per range (range i uses group i mod len); "
                                           "default: llm.base_urls for every range")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "windows_in_flight" in data:
+            raise ValueError("windows_in_flight is now seeds_in_flight: the seeds in the stages at once, or auto")
+        return data
+
+    def seeds_at_once(self, slots: int) -> int:
+        """The seeds admitted to the stages at once, for a client with `slots` requests in flight.
+        A row waits for its shard-mates and sends one request at a time, so many more rows than
+        slots keep a request waiting for every slot; but every seed in flight is walked by each
+        full pass of the garbage collector, which stalls the event loop (flows/garbage.py), and
+        held in memory, so not many more."""
+        return SEEDS_PER_SLOT * slots if self.seeds_in_flight == "auto" else self.seeds_in_flight
 
 
 class SplitsConfig(_Strict):

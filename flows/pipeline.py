@@ -243,16 +243,16 @@ async def untracked_window(number: int, first: int, last: int, run):
 async def run_all(shards: Iterable[tuple[list[dict], list[dict]]], stages: list[Stage], ctx: StageContext,
                   store: ShardStore, progress: Progress = NoProgress(), track: WindowTracker = untracked_window,
                   clock: StageClock | None = None, shard_size: int = 16, window_size: int = 1024,
-                  windows_in_flight: int = 2) -> dict[str, int]:
-    """Seed shards (rows, input rejects), read lazily in a thread, with at most
-    windows_in_flight x window_size seeds in the stages: a shard enters as one leaves, so the
-    server always has a full flow of rows and memory holds a bounded number of seeds' rows
-    whatever the size of the build. A window (the unit `track` wraps, a Prefect task in the
-    flow) starts once the one before it is all in, and when it is done the collector's full pass
-    runs (flows/garbage.py). Rows out per stage over the whole build."""
+                  seeds_in_flight: int = 2048) -> dict[str, int]:
+    """Seed shards (rows, input rejects), read lazily in a thread, with at most seeds_in_flight
+    seeds (rounded up to whole shards) in the stages: a shard enters as one leaves, so the server
+    always has a full flow of rows and memory holds a bounded number of seeds' rows whatever the
+    size of the build. A window (the unit `track` wraps, a Prefect task in the flow) starts once
+    the one before it is all in, and when it is done the collector's full pass runs
+    (flows/garbage.py). Rows out per stage over the whole build."""
     clock = clock or StageClock()
     per_window = max(1, window_size // shard_size)
-    admission = Admission(windows_in_flight * per_window)
+    admission = Admission(-(-seeds_in_flight // shard_size))
     totals: dict[str, int] = defaultdict(int)
     running: set[asyncio.Task] = set()
 

@@ -112,3 +112,18 @@ def test_max_in_flight_auto_over_subscribes_the_server_by_a_quarter_and_needs_it
         load_config(c)
     one_line_error(run_cli("run", "--max-in-flight", "auto", "--backend", "simulated", "--out", tmp_path / "o"),
                    "max_in_flight: auto needs max_num_seqs")
+
+
+def test_seeds_in_flight_default_to_a_few_per_client_slot_and_the_old_setting_says_its_new_name(tmp_path):
+    from flows.config import SEEDS_PER_SLOT, load_config
+    from flows.llm.backends import client_for
+
+    cfg = load_config(None, {"llm.max_in_flight": 48})
+    client = client_for(cfg.llm, ["http://a/v1", "http://b/v1"], "json_schema", None)
+    assert client.slots == 96 and cfg.execution.seeds_at_once(client.slots) == SEEDS_PER_SLOT * 96
+    assert load_config(None, {"execution.seeds_in_flight": 300}).execution.seeds_at_once(client.slots) == 300
+    c = tmp_path / "c.yaml"
+    c.write_text("execution:\n  windows_in_flight: 2\n")
+    one_line_error(run_cli("run", "--config", c, "--backend", "simulated", "--out", tmp_path / "o"),
+                   str(c), "windows_in_flight is now seeds_in_flight")
+    assert not (tmp_path / "o").exists()

@@ -27,9 +27,10 @@ class WindowLog:
             self.running -= 1
 
 
-def build(out, base_url, **execution):
+def build(out, base_url, max_in_flight=64, **execution):
     cfg = load_config(None, {"seeds": str(DEMO_SEEDS), "out": str(out), "llm.base_urls": [base_url],
-                             "pipeline.shard_size": 2, **{f"execution.{k}": v for k, v in execution.items()}})
+                             "llm.max_in_flight": max_in_flight, "pipeline.shard_size": 2,
+                             **{f"execution.{k}": v for k, v in execution.items()}})
     log = WindowLog()
     result = asyncio.run(build_trace(cfg, track=log))
     return result, log
@@ -41,7 +42,7 @@ def test_windows_bound_what_is_in_flight_and_change_no_row(tmp_path):
         one, one_log = build(tmp_path / "one", server.base_url, window_size=1024)
         paid = sim_requests(server)
     with start_sim(latency_mean=0.02) as server:
-        many, many_log = build(tmp_path / "many", server.base_url, window_size=4, windows_in_flight=2)
+        many, many_log = build(tmp_path / "many", server.base_url, window_size=4, seeds_in_flight=8)
         assert sim_requests(server) == paid  # windows change when a request is sent, not which
 
     assert one_log.windows == [(0, 0, 14)]  # 30 seeds in 15 shards of 2
@@ -170,6 +171,36 @@ class HeldShards:
         self.release.setdefault(shard, asyncio.Event()).set()
 
 
+class CountingShards:
+    """Wraps run_shard: counts the shards in the stages at once, the work itself unchanged."""
+
+    def __init__(self, run_shard):
+        self.run_shard, self.inside, self.most = run_shard, 0, 0
+
+    async def __call__(self, *args, **kwargs):
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            return await self.run_shard(*args, **kwargs)
+        finally:
+            self.inside -= 1
+
+
+def test_a_build_admits_a_few_seeds_per_client_slot_or_the_seeds_in_flight_given(tmp_path, monkeypatch):
+    from flows import pipeline
+
+    counted = CountingShards(pipeline.run_shard)
+    monkeypatch.setattr(pipeline, "run_shard", counted)
+    with start_sim(latency_mean=0.01) as server:
+        # 1 slot: 8 seeds (flows.config.SEEDS_PER_SLOT) are 4 shards of 2, out of the 15
+        build(tmp_path / "auto", server.base_url, max_in_flight=1)
+        assert counted.most == 4
+        counted.most = 0
+        build(tmp_path / "given", server.base_url, max_in_flight=1, seeds_in_flight=3)  # whole shards: 2
+        assert counted.most == 2
+    assert_accounted(tmp_path / "given", 30)
+
+
 class NoFiles:
     def write_shard(self, *args, **kwargs):
         pass
@@ -185,7 +216,7 @@ def test_a_shard_of_the_next_window_enters_as_soon_as_one_of_the_last_leaves(mon
 
     async def scenario():
         build = asyncio.ensure_future(pipeline.run_all(iter(shards), [], None, NoFiles(), track=log, shard_size=1,
-                                                       window_size=2, windows_in_flight=1))
+                                                       window_size=2, seeds_in_flight=2))
 
         async def settle(condition):
             for _ in range(200):
@@ -235,7 +266,7 @@ def test_full_collections_come_once_per_window_and_free_the_old_cyclic_garbage(m
 
     async def scenario():
         build = asyncio.ensure_future(pipeline.run_all(iter(shards), [], None, NoFiles(), shard_size=1,
-                                                       window_size=1, windows_in_flight=3))
+                                                       window_size=1, seeds_in_flight=3))
         for _ in range(400):
             if held.inside == [0, 1, 2]:
                 break

@@ -294,7 +294,8 @@ class LLMClient:
             )
             for url in base_urls
         ]
-        self._slots = PrioritySlots(max_in_flight * len(self._endpoints))
+        self.slots = max_in_flight * len(self._endpoints)  # requests in flight at most, over all endpoints
+        self._slots = PrioritySlots(self.slots)
         self.usage: dict[str, StageUsage] = defaultdict(StageUsage)
 
     @property
