@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from flows import aio
+from flows import aio, prefect_api
 from flows.config import BUILD_OPTIONS, ConfigError, build_overrides, load_config
 from flows.errors import InputError, StageBug, UserError
 from flows.llm.running import BackendError
@@ -120,22 +120,45 @@ def cmd_serve_llm(args) -> int:
 
 
 def cmd_up(args) -> int:
+    from flows.prefect_api import read_secret
     from flows.stack import state_folder, up
 
+    secret = read_secret(args.auth_file) if args.listen else None
     stack = up(state_folder(args.state), port=args.port, backend=None if args.backend == "none" else args.backend,
                llm_port=args.llm_port, backend_model=args.model, gpu_worker=args.gpu_worker,
-               database=args.database, database_port=args.database_port)
-    print(f"Prefect UI:  {stack['ui']}")
+               database=args.database, database_port=args.database_port, listen=args.listen, secret=secret,
+               local_worker=not args.no_worker)
+    print(f"Prefect UI:  {stack['ui']}" + ("   (asks for the secret)" if secret else ""))
     if stack.get("database"):
         print(f"database:    {stack['database']}   (PostgreSQL, data in {state_folder(args.state) / 'postgres'})")
     print(f"Prefect API: {stack['api']}   (export PREFECT_API_URL={stack['api']})")
     if stack.get("llm"):
         print(f"LLM:         {stack['llm']}   (trace-build run --base-url {stack['llm']})")
-    workers = "pools 'local' and 'gpu'" if args.gpu_worker else "pool 'local' (start one on 'gpu' where you train)"
-    print(f"deployments: trace-build/manual, trace-build/nightly, iopo-train/gpu, trace-eval/manual; workers on {workers}")
+    pools = [p["name"].removeprefix("worker-") for p in stack["processes"] if p["name"].startswith("worker-")]
+    workers = f"workers on {' and '.join(pools)}" if pools else "no worker here: start them where the builds run"
+    if "gpu" not in pools:
+        workers += " (start one on 'gpu' where you train)"
+    print(f"deployments: {', '.join(stack['deployments'])}; {workers}")
     print(f"processes:   {', '.join(p['name'] + ' ' + str(p['pid']) for p in stack['processes'])}")
+    if stack.get("join"):
+        print(f"join:        {stack['join']}   (on another machine, with {prefect_api.ENV} set to the same secret)")
     print("stop with:   trace-build down")
     return 0
+
+
+def cmd_worker(args) -> int:
+    from flows.prefect_api import check_api, read_secret
+    from flows.stack import prefect_command, worker_env
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise UserError("set PREFECT_API_URL to the Prefect server's API (`trace-build up` prints it)")
+    secret = read_secret(args.auth_file)
+    check_api(api, secret)
+    print(f"worker on pool {args.pool!r} of {api}; Ctrl+C to stop", flush=True)
+    prefect = prefect_command()
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    os.execve(prefect, [prefect, "worker", "start", "--pool", args.pool, *limit], worker_env(dict(os.environ), secret))
 
 
 def cmd_train(args) -> int:
@@ -293,15 +316,30 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--model", help="model of the LLM backend")
     u.add_argument("--llm-port", type=int, default=8011)
     u.add_argument("--gpu-worker", action="store_true", help="also run a worker on the gpu pool (this machine trains)")
+    u.add_argument("--no-worker", action="store_true", help="no worker on the local pool: the builds run on workers "
+                   "that join from other machines (see --listen)")
     u.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
                    help="the server's database: SQLite in the state folder, or a local PostgreSQL (data in "
                         "<state>/postgres; needs `apt-get install postgresql`)")
     u.add_argument("--database-port", type=int, default=0, help="PostgreSQL's port on 127.0.0.1 (default: a free one)")
     u.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
+    u.add_argument("--listen", metavar="ADDR", help="the Prefect server (API and UI) on this address, for workers "
+                   "and browsers on other machines (0.0.0.0: every interface), behind a secret: "
+                   f"{prefect_api.ENV}=user:password in the environment, or --auth-file")
+    u.add_argument("--auth-file", metavar="FILE", help=f"with --listen: a file only you can read, holding the "
+                   f"secret (user:password), instead of {prefect_api.ENV}")
     u.set_defaults(func=cmd_up)
     d = sub.add_parser("down", help="stop everything `trace-build up` started")
     d.add_argument("--state", help="state folder (default .state, or TRACE_BUILD_STATE)")
     d.set_defaults(func=cmd_down)
+
+    w = sub.add_parser("worker", help="a Prefect worker for the server in PREFECT_API_URL (another machine's "
+                                      "`trace-build up --listen`)")
+    w.add_argument("--pool", default="local", help="work pool: local (builds and their ranges) or gpu (training)")
+    w.add_argument("--limit", type=int, help="flow runs at once (default: no limit; 1 on a GPU node that trains)")
+    w.add_argument("--auth-file", metavar="FILE", help=f"a file only you can read, holding the server's secret "
+                   f"(user:password), instead of {prefect_api.ENV}")
+    w.set_defaults(func=cmd_worker)
 
     t = sub.add_parser("train", help="train SFT, DPO or IOPO on a run's splits or a LLaMA-Factory file")
     t.add_argument("--data", help="trace-build run folder, its manifest.json, or a LLaMA-Factory JSON file")

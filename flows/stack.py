@@ -1,6 +1,7 @@
 """`trace-build up` / `trace-build down`: the local stack a user watches runs in.
 
-up: a Prefect server on 127.0.0.1 with its own PREFECT_HOME under the project's state folder
+up: a Prefect server on 127.0.0.1 (or, with --listen, on an address other machines reach, behind
+Prefect's basic authentication) with its own PREFECT_HOME under the project's state folder
 (analytics off), the work pools `local` and `gpu`, `prefect deploy --all`, the automation that
 marks flow runs without heartbeats Crashed (flows/automations.py), a worker on `local`, and optionally an LLM backend (`trace-build serve-llm`). Every process is started detached, and
 its PID, log and URL are recorded in <state>/stack.json. down: stops them by PID, newest first.
@@ -12,17 +13,21 @@ initialised once, started first and stopped last, listening on 127.0.0.1 only.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from flows import prefect_api
+from flows.errors import UserError
 from flows.llm.running import BackendError, free_port, port_in_use, wait_until_ready
 
 STACK_FILE = "stack.json"
@@ -32,13 +37,13 @@ def state_folder(path: str | None = None) -> Path:
     return Path(path or os.environ.get("TRACE_BUILD_STATE", ".state")).resolve()
 
 
-def prefect_env(state: Path, port: int) -> dict:
-    return {**os.environ, "PREFECT_HOME": str(state / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+def prefect_env(state: Path, port: int, host: str = "127.0.0.1") -> dict:
+    return {**os.environ, "PREFECT_HOME": str(state / "prefect"), "PREFECT_API_URL": f"http://{host}:{port}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_EPHEMERAL_ENABLED": "false", "PREFECT_CLI_PROMPT": "false"}
 
 
-def _prefect() -> str:
+def prefect_command() -> str:
     found = shutil.which("prefect") or str(Path(sys.executable).parent / "prefect")
     if not Path(found).exists():
         raise BackendError("the prefect command is not installed in this environment")
@@ -171,23 +176,50 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def url_host(address: str) -> str:
+    """An address as the host of a URL (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
+def reachable_host(listen: str) -> str:
+    """The host other machines put in the URL of a server listening on `listen`."""
+    return socket.getfqdn() if ipaddress.ip_address(listen).is_unspecified else url_host(listen)
+
+
 def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int = 8011,
        backend_model: str | None = None, timeout: float = 120, gpu_worker: bool = False,
-       database: str = "sqlite", database_port: int = 0) -> dict:
+       database: str = "sqlite", database_port: int = 0, listen: str | None = None, secret: str | None = None,
+       local_worker: bool = True) -> dict:
+    """The stack; with `listen`, the Prefect server (API and UI) on that address, behind `secret`
+    (flows/prefect_api.py), which only the environments of the processes started here get."""
+    if listen is not None:
+        try:
+            ipaddress.ip_address(listen)
+        except ValueError:
+            raise UserError(f"--listen {listen}: not an IP address (0.0.0.0 for every interface)") from None
+        if not secret:
+            raise UserError(f"--listen needs the server's secret: {prefect_api.HOW}")
+    host = listen or "127.0.0.1"
+    local = "127.0.0.1" if ipaddress.ip_address(host).is_unspecified else host  # where this machine calls it
     stack_file = state / STACK_FILE
     if stack_file.exists() and any(_alive(p["pid"]) for p in json.loads(stack_file.read_text())["processes"]):
         raise BackendError(f"a stack is already up ({stack_file}); run `trace-build down` first")
-    if port_in_use("127.0.0.1", port):
-        raise BackendError(f"port {port} on 127.0.0.1 is in use; choose another with --port")
+    if port_in_use(host, port):
+        raise BackendError(f"port {port} on {host} is in use; choose another with --port")
     if database == "postgresql":
         postgres_bindir()  # before anything starts
         if importlib.util.find_spec("asyncpg") is None:
             raise BackendError("the Prefect server needs asyncpg for PostgreSQL: pip install asyncpg")
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = prefect_env(state, port)
-    prefect = _prefect()
-    stack = {"ui": f"http://127.0.0.1:{port}", "api": env["PREFECT_API_URL"], "processes": []}
+    env = prefect_env(state, port, url_host(local))
+    if secret:
+        env[prefect_api.ENV] = secret
+    prefect = prefect_command()
+    public = f"http://{reachable_host(host)}:{port}"  # the server as other machines (and their browsers) call it
+    stack = {"ui": public, "api": env["PREFECT_API_URL"], "processes": []}
+    if listen is not None:
+        stack["join"] = f"PREFECT_API_URL={public}/api trace-build worker --pool local"
 
     def record(name: str, pid: int, log: Path) -> None:
         stack["processes"].append({"name": name, "pid": pid, "log": str(log)})
@@ -195,12 +227,14 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         stack_file.write_text(json.dumps(stack, indent=2) + "\n")  # written as we go: `down` always finds them
 
     try:
-        server_env = env
+        server_env = {**env, "PREFECT_UI_API_URL": f"{public}/api"}
+        if secret:
+            server_env[prefect_api.SERVER_ENV] = secret
         if database == "postgresql":  # started first, so stopped last
             stack["database"] = _start_postgres(state, database_port, timeout, record)
-            server_env = {k: v for k, v in env.items() if k != "PREFECT_SERVER_DATABASE_CONNECTION_URL"}
+            server_env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = stack["database"]
-        pid = _spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+        pid = _spawn([prefect, "server", "start", "--host", host, "--port", str(port), "--analytics-off"],
                      server_env, logs / "server.log")
         record("prefect-server", pid, logs / "server.log")
         _wait_health(f"{stack['api']}/health", timeout, pid)
@@ -211,12 +245,14 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         (logs / "deploy.log").write_text(deployed.stdout + deployed.stderr)
         if deployed.returncode != 0:
             raise BackendError(f"prefect deploy failed; see {logs / 'deploy.log'}")
+        stack["deployments"] = prefect_api.deployment_names(env["PREFECT_API_URL"], secret)
         subprocess.run([sys.executable, "-m", "flows.automations"], env=env, check=True, capture_output=True)
-        worker_env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
-        record("worker-local", _spawn([prefect, "worker", "start", "--pool", "local"], worker_env, logs / "worker.log"),
-               logs / "worker.log")
+        workers = worker_env(env, secret)
+        if local_worker:
+            record("worker-local", _spawn([prefect, "worker", "start", "--pool", "local"], workers,
+                                          logs / "worker.log"), logs / "worker.log")
         if gpu_worker:  # this machine also trains: it takes the iopo-train/gpu runs a build starts
-            record("worker-gpu", _spawn([prefect, "worker", "start", "--pool", "gpu"], worker_env,
+            record("worker-gpu", _spawn([prefect, "worker", "start", "--pool", "gpu"], workers,
                                         logs / "worker-gpu.log"), logs / "worker-gpu.log")
         if backend:
             cmd = [sys.executable, "-m", "flows.cli", "serve-llm", "--backend", backend, "--port", str(llm_port)]
@@ -232,6 +268,15 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         down(state)
         raise
     return stack
+
+
+def worker_env(base: dict, secret: str | None) -> dict:
+    """A worker's environment: this install's commands first on PATH (the flow runs it starts
+    call them), and the secret where Prefect's client reads it."""
+    env = {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"}
+    if secret:
+        env[prefect_api.ENV] = secret
+    return env
 
 
 # How each process is stopped: (signal, to its whole session?) in turn, until it is gone.

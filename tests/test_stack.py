@@ -1,16 +1,20 @@
 """`trace-build up` brings up a real local stack and `down` takes all of it down by PID."""
+import base64
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import DEMO_SEEDS, REPO, assert_accounted, run_cli, start_sim
 from flows.llm.running import free_port, list_models, port_in_use
 from flows.stack import postgres_bindir, prefect_env
 
@@ -33,6 +37,9 @@ def test_up_then_down(tmp_path):
     try:
         assert started.returncode == 0, started.stderr
         assert f"http://127.0.0.1:{port}" in started.stdout and "trace-build down" in started.stdout
+        listed = next(line for line in started.stdout.splitlines() if line.startswith("deployments:"))
+        assert listed.startswith("deployments: iopo-train/gpu, trace-build-range/local, trace-build/manual, "
+                                 "trace-build/nightly, trace-eval/manual; workers on local and gpu"), listed
         stack = json.loads((state / "stack.json").read_text())
         assert [p["name"] for p in stack["processes"]] == ["prefect-server", "worker-local", "worker-gpu",
                                                            "llm-simulated"]
@@ -108,3 +115,83 @@ def test_up_postgresql_not_installed(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "apt-get install postgresql" in done.stderr, done.stderr
     assert done.stdout == "" and not (state / "stack.json").exists() and not port_in_use("127.0.0.1", port)
+
+
+def api_call(url: str, secret: str | None = None, body: dict | None = None) -> tuple[int, object]:
+    """POST to a Prefect API, with the secret as Prefect's clients send it: (status, JSON body)."""
+    headers = {"Content-Type": "application/json"}
+    if secret:
+        headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def files_holding(folder: Path, secret: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_up_listen_serves_other_machines_behind_a_secret_and_a_joined_worker_builds(tmp_path):
+    """`up --listen` on 127.0.0.2 (a loopback address standing in for the LAN's): the API and the
+    UI want the secret, the printed join line starts a worker that runs a 2-range build, and the
+    secret is written nowhere."""
+    secret = f"team:{secrets.token_hex(12)}"
+    state, port, out = tmp_path / "state", free_port(), tmp_path / "run"
+    env = {"TRACE_BUILD_STATE": str(state), "PREFECT_API_AUTH_STRING": secret, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+
+    refused = run_cli("up", "--listen", "127.0.0.2", "--port", port, env={**env, "PREFECT_API_AUTH_STRING": ""})
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
+    assert refused.stderr.count("\n") == 1 and "--listen needs the server's secret" in refused.stderr
+    assert not state.exists() and not port_in_use("127.0.0.2", port)
+
+    worker = None
+    try:
+        started = run_cli("up", "--listen", "127.0.0.2", "--port", port, "--no-worker", env=env, timeout=240)
+        assert started.returncode == 0, started.stderr
+        assert not port_in_use("127.0.0.1", port)  # on the address asked for, not beside it
+        api = f"http://127.0.0.2:{port}/api"
+        assert api_call(f"{api}/deployments/filter")[0] == 401
+        assert api_call(f"{api}/deployments/filter", "team:wrong")[0] == 401
+        status, deployments = api_call(f"{api}/deployments/filter", secret)
+        assert status == 200 and {d["name"] for d in deployments} >= {"manual", "nightly", "local"}
+
+        # the UI asks for the secret before it shows anything
+        page = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=20000", "--dump-dom",
+                               f"http://127.0.0.2:{port}/dashboard"], capture_output=True, text=True, timeout=120)
+        assert 'type="password"' in page.stdout, page.stdout[-2000:]
+
+        # the join line, as printed, on "another machine": a wrong secret is one line, exit 2
+        join = next(line for line in started.stdout.splitlines() if line.startswith("join:")).split()[1:6]
+        assert join[:2] == [f"PREFECT_API_URL={api}", "trace-build"] and secret not in started.stdout
+        joined = {**os.environ, join[0].split("=", 1)[0]: join[0].split("=", 1)[1], "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        command = [sys.executable, "-m", "flows.cli", *join[2:]]
+        wrong = subprocess.run(command, env={**joined, "PREFECT_API_AUTH_STRING": "team:wrong"}, capture_output=True,
+                               text=True, timeout=60, cwd=REPO)
+        assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
+        assert f"the Prefect API at {api} refused the secret (HTTP 401)" in wrong.stderr
+
+        worker = subprocess.Popen(command, env={**joined, "PREFECT_API_AUTH_STRING": secret}, cwd=REPO,
+                                  stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        with start_sim(latency_mean=0.01) as llm:
+            ran = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
+                                  "trace-build/manual", "--param", f"seeds={DEMO_SEEDS}", "--param", f"out={out}",
+                                  "--param", f"base_urls={json.dumps([llm.base_url])}", "--param", "ranges=2",
+                                  "--param", "limit=null", "--watch", "--watch-interval", "1", "--watch-timeout", "240"],
+                                 env={**joined, "PREFECT_API_AUTH_STRING": secret}, capture_output=True, text=True,
+                                 timeout=300, cwd=REPO)
+        assert ran.returncode == 0 and "Completed" in ran.stdout, ran.stdout[-2000:] + ran.stderr[-2000:]
+        _, ranges = api_call(f"{api}/flow_runs/filter", secret, {"flow_runs": {"tags": {"all_": ["trace-build-range"]}}})
+        assert sorted(r["state_type"] for r in ranges) == ["COMPLETED", "COMPLETED"]
+        assert_accounted(out, 30)
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+        stopped = run_cli("down", env=env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert files_holding(state, secret) == [] and files_holding(out, secret) == []
