@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
+from typing import Awaitable
+
+import httpx
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -31,6 +35,7 @@ from flows.report import agreement_markdown, cost_text, format_funnel, reasons_t
 from flows.train.trigger import start_training, training_line
 
 aio.prefer_uvloop()  # the loop the CLI runs on (flows/aio.py): less client CPU per request
+log = logging.getLogger(__name__)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -52,10 +57,23 @@ def splits_and_exports(cfg: RunConfig, built: StagesBuilt) -> BuildResult:
     return finish_build(cfg, built)
 
 
+async def best_effort(call: Awaitable, what: str, quiet: bool = False):
+    """Reporting to the Prefect API (progress, artifacts) never stops a build: the API may be
+    away for a restart while the work goes on. A failure is a warning (unless `quiet`); None."""
+    try:
+        return await call
+    except (httpx.HTTPError, OSError) as exc:
+        if not quiet:
+            log.warning("%s not reported to the Prefect API (%s: %s); the build goes on", what,
+                        type(exc).__name__, exc)
+        return None
+
+
 class ArtifactProgress:
     """One Prefect progress artifact per stage (key <prefix>-<stage>): the share of the rows
     entering the stage (so far known) that have left it, updated at most every `every` seconds
-    without ever blocking the event loop that drives the LLM requests; 100 once the run is done."""
+    without ever blocking the event loop that drives the LLM requests; 100 once the run is done.
+    Best effort: an update the API does not take is dropped (the first one with a warning)."""
 
     def __init__(self, every: float = 2.0, prefix: str = "trace-progress", unit: str = "rows"):
         self.every, self.prefix, self.unit = every, prefix, unit
@@ -64,12 +82,18 @@ class ArtifactProgress:
         self._last: dict[str, float] = {}
         self._pending: set[asyncio.Task] = set()
         self._total: dict[str, int] = {}
+        self.dropped = 0
 
     def _spawn(self, coro) -> asyncio.Task:
-        job = asyncio.ensure_future(coro)
+        job = asyncio.ensure_future(self._report(coro))
         self._pending.add(job)
         job.add_done_callback(self._pending.discard)
         return job
+
+    async def _report(self, coro):
+        sent = await best_effort(coro, "progress", quiet=self.dropped > 0)
+        self.dropped += sent is None
+        return sent
 
     def start(self, totals: dict[str, int]) -> None:
         for stage, total in totals.items():
@@ -88,12 +112,16 @@ class ArtifactProgress:
             self._last[stage] = now
             self._spawn(self._update(stage, 100.0 * self._done[stage] / max(self._total[stage], 1)))
 
-    async def _update(self, stage: str, percent: float) -> None:
-        await aupdate_progress_artifact(artifact_id=await self._ids[stage], progress=min(percent, 100.0))
+    async def _update(self, stage: str, percent: float) -> bool | None:
+        artifact_id = await self._ids[stage]
+        if artifact_id is None:  # never created (the API was away): nothing to update
+            return None
+        await aupdate_progress_artifact(artifact_id=artifact_id, progress=min(percent, 100.0))
+        return True
 
     async def finish(self) -> None:
         await asyncio.gather(*self._pending)
-        await asyncio.gather(*(self._update(stage, 100.0) for stage in self._ids))
+        await asyncio.gather(*(self._report(self._update(stage, 100.0)) for stage in self._ids))
 
 
 def stage_table(manifest: dict) -> list[dict]:
@@ -186,19 +214,19 @@ async def trace_build(
     result = splits_and_exports(cfg, built)
     await progress.finish()
     print(format_funnel(result.manifest["funnel"]))
-    await create_table_artifact(
+    await best_effort(create_table_artifact(
         key="trace-build-funnel", table=stage_table(result.manifest),
         description="Per stage: rows in, out, rejected by reason; LLM requests, cache hits and tokens of this run; "
                     "wall seconds from its first row in to its last row out",
-    )
+    ), "the funnel table")
     bugs = internal_errors(result.manifest["funnel"])
     # rows a bug rejected: the outputs are written, but nothing trains on an incomplete build
     training = await start_training(result.manifest, result.run_dir, cfg.training) if cfg.training.trigger and not bugs \
         else None
     if training:
         print(training_line(training))
-    await create_markdown_artifact(key="trace-build-summary", markdown=summary_markdown(result, training),
-                                   description="Summary of the trace build")
+    await best_effort(create_markdown_artifact(key="trace-build-summary", markdown=summary_markdown(result, training),
+                                               description="Summary of the trace build"), "the summary")
     if bugs:
         raise StageBug(bug_message(bugs))
     return {"run_dir": str(result.run_dir), "sft_rows": result.sft_rows, "model": result.manifest["model"],
