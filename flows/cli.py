@@ -120,10 +120,9 @@ def cmd_serve_llm(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from flows.prefect_api import read_secret
     from flows.stack import state_folder, up
 
-    secret = read_secret(args.auth_file) if args.listen else None
+    secret = prefect_api.read_secret(args.auth_file) if args.listen else None
     stack = up(state_folder(args.state), port=args.port, backend=None if args.backend == "none" else args.backend,
                llm_port=args.llm_port, backend_model=args.model, gpu_worker=args.gpu_worker,
                database=args.database, database_port=args.database_port, listen=args.listen, secret=secret,
@@ -147,14 +146,13 @@ def cmd_up(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from flows.prefect_api import check_api, read_secret
     from flows.stack import prefect_command, worker_env
 
     api = os.environ.get("PREFECT_API_URL")
     if not api:
         raise UserError("set PREFECT_API_URL to the Prefect server's API (`trace-build up` prints it)")
-    secret = read_secret(args.auth_file)
-    check_api(api, secret)
+    secret = prefect_api.read_secret(args.auth_file)
+    prefect_api.check_api(api, secret)
     print(f"worker on pool {args.pool!r} of {api}; Ctrl+C to stop", flush=True)
     prefect = prefect_command()
     limit = ["--limit", str(args.limit)] if args.limit else []

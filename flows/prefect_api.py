@@ -65,7 +65,7 @@ def api_post(api: str, path: str, body: dict, secret: str | None, timeout: float
             raise UserError(f"the Prefect API at {api} {problem} (HTTP 401): {HOW}") from None
         raise BackendError(f"the Prefect API at {api} answered HTTP {exc.code}; is PREFECT_API_URL its /api URL?"
                            ) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except OSError as exc:  # urllib's URLError included: refused, DNS, timeout
         reason = getattr(exc, "reason", exc)
         raise BackendError(f"the Prefect API at {api} is unreachable ({reason})") from None
 
