@@ -22,24 +22,29 @@ from prefect.artifacts import (
 
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from flows.reporting import best_effort_sync, report_lost_api_in_one_line
 from flows.train.config import load_train_config
 from flows.train.report import metrics_table, summary_markdown
 
 
 class ArtifactLog:
-    """Progress artifact `iopo-train-progress`, updated at most every `every` seconds."""
+    """Progress artifact `iopo-train-progress`, updated at most every `every` seconds; best effort
+    (flows/reporting.py): a training run outlives the Prefect API's restarts."""
 
     def __init__(self, every: float = 5.0):
-        self.every, self.last, self.history = every, 0.0, []
-        self.artifact_id = create_progress_artifact(0.0, key="iopo-train-progress",
-                                                    description="share of optimizer steps done")
+        self.every, self.last, self.history, self.warned = every, 0.0, [], set()
+        self.artifact_id = best_effort_sync(lambda: create_progress_artifact(
+            0.0, key="iopo-train-progress", description="share of optimizer steps done"), "progress", self.warned)
 
     def __call__(self, record: dict) -> None:
         self.history.append(record)
         now = time.monotonic()
         if now - self.last >= self.every or record["step"] == record["total_steps"]:
             self.last = now
-            update_progress_artifact(self.artifact_id, 100.0 * record["step"] / record["total_steps"])
+            # each call waits out the client's retries: after one is dropped, the steps go on unreported
+            if self.artifact_id is not None and not self.warned:
+                best_effort_sync(lambda: update_progress_artifact(
+                    self.artifact_id, 100.0 * record["step"] / record["total_steps"]), "progress", self.warned)
             print(f"step {record['step']}/{record['total_steps']} loss {record['loss']:.4f}")
 
 
@@ -61,6 +66,7 @@ def iopo_train(
     `nproc`: processes (default: every GPU of this host); `fresh`: clear the output folder first.
     `evaluate_after`: true, or its settings (serve, judge_base_urls, cfbench_data, limit, ...: see
     configs/train.yaml): evaluate the trained model and its base as the paper's Table 3."""
+    report_lost_api_in_one_line()
     explicit = {"data": manifest, "method": method, "model": model, "out": out, "nproc": nproc,
                 "resume": "fresh" if fresh else None, "evaluate_after": evaluate_after}
     cfg = load_train_config(config, {**(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}})
@@ -73,10 +79,10 @@ def iopo_train(
 
     log = ArtifactLog()
     report = run_training(cfg, on_log=log)
-    create_table_artifact(key="iopo-train-metrics", table=metrics_table(log.history),
-                          description="Metrics per logged step")
-    create_markdown_artifact(key="iopo-train-summary", markdown=summary_markdown(report),
-                             description="Summary of the training run")
+    best_effort_sync(lambda: create_table_artifact(key="iopo-train-metrics", table=metrics_table(log.history),
+                                                   description="Metrics per logged step"), "the metrics table")
+    best_effort_sync(lambda: create_markdown_artifact(key="iopo-train-summary", markdown=summary_markdown(report),
+                                                      description="Summary of the training run"), "the summary")
     result = {"out": report["out"], "final": report["final"], "steps": report["steps"],
               "loss_first": report["first"]["loss"], "loss_last": report["last"]["loss"]}
     if cfg.evaluate_after is not None:
@@ -96,6 +102,7 @@ def _evaluate(cfg, report: dict) -> dict:
 
     table = evaluate_after(cfg, report, evaluate)
     print(table["markdown"])
-    create_markdown_artifact(key="table-3", markdown=table["markdown"],
-                             description="The IOPO paper's Table 3: the trained model, its base model and the paper's")
+    best_effort_sync(lambda: create_markdown_artifact(
+        key="table-3", markdown=table["markdown"],
+        description="The IOPO paper's Table 3: the trained model, its base model and the paper's"), "table-3")
     return {row["label"]: row["table"] for row in table["rows"]}

@@ -23,6 +23,16 @@ ENV = "PREFECT_API_AUTH_STRING"  # what Prefect's own clients read
 SERVER_ENV = "PREFECT_SERVER_API_AUTH_STRING"  # what its server checks against
 HOW = f"export {ENV}=user:password, or give --auth-file FILE (readable only by you)"
 
+# How long a flow run or a worker waits for an API that went away (a server restart) before it
+# gives up: Prefect's client retries a call with a backoff of 2, 4, 8 ... 2**N seconds.
+RETRIES_ENV = "PREFECT_CLIENT_MAX_RETRIES"
+RETRIES = 7  # prefect.yaml's api_patience says the same for the flow runs of its deployments
+
+
+def patience_s(retries: int) -> int:
+    """Seconds Prefect's client keeps retrying a call before the error reaches its caller."""
+    return 2 ** (retries + 1) - 2
+
 
 def read_secret(auth_file: str | None) -> str | None:
     """The auth string from --auth-file, else from the environment; None if neither has one."""

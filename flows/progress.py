@@ -1,6 +1,6 @@
 """How a long job reports how far it is: rows through each stage of a build, rows through each
 phase of an evaluation. The CLI draws bars (TqdmProgress), the flows update Prefect progress
-artifacts (trace_build.ArtifactProgress); the work itself only calls these three methods."""
+artifacts (reporting.ArtifactProgress); the work itself only calls these three methods."""
 from __future__ import annotations
 
 from typing import Protocol

@@ -2,28 +2,19 @@
 
 The work itself is flows.build's two halves, build_stages and finish_build, as from the command
 line; what this module adds is Prefect's: each window of seeds and the splits-and-exports step as
-tasks (so the UI shows where a build is), a progress artifact per stage, the funnel and summary artifacts, the range runner that
-fans a build out as flow runs of `trace-build-range` on a work pool (ranges_on_pool), and the
+tasks (so the UI shows where a build is), a progress artifact per stage, the funnel and summary
+artifacts (best effort, flows/reporting.py: a build outlives the API's restarts), the range runner
+that fans a build out as flow runs of `trace-build-range` on a work pool (ranges_on_pool), and the
 training deployment started when the build is done.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import time
 from pathlib import Path
-from typing import Awaitable
-
-import httpx
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    acreate_progress_artifact,
-    aupdate_progress_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import aio
@@ -31,11 +22,11 @@ from flows.build import BuildResult, StagesBuilt, build_range, build_stages, fin
 from flows.config import RunConfig, build_overrides, load_config
 from flows.errors import StageBug, bug_message, internal_errors
 from flows.ranges import part_name, shared_paths
+from flows.reporting import ArtifactProgress, best_effort, report_lost_api_in_one_line
 from flows.report import agreement_markdown, cost_text, format_funnel, reasons_text, written_exports
 from flows.train.trigger import start_training, training_line
 
 aio.prefer_uvloop()  # the loop the CLI runs on (flows/aio.py): less client CPU per request
-log = logging.getLogger(__name__)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -55,73 +46,6 @@ async def as_prefect_task(number: int, first_shard: int, last_shard: int, run) -
 def splits_and_exports(cfg: RunConfig, built: StagesBuilt) -> BuildResult:
     """The splits, exports and manifest over every shard, once the stages are done."""
     return finish_build(cfg, built)
-
-
-async def best_effort(call: Awaitable, what: str, quiet: bool = False):
-    """Reporting to the Prefect API (progress, artifacts) never stops a build: the API may be
-    away for a restart while the work goes on. A failure is a warning (unless `quiet`); None."""
-    try:
-        return await call
-    except (httpx.HTTPError, OSError) as exc:
-        if not quiet:
-            log.warning("%s not reported to the Prefect API (%s: %s); the build goes on", what,
-                        type(exc).__name__, exc)
-        return None
-
-
-class ArtifactProgress:
-    """One Prefect progress artifact per stage (key <prefix>-<stage>): the share of the rows
-    entering the stage (so far known) that have left it, updated at most every `every` seconds
-    without ever blocking the event loop that drives the LLM requests; 100 once the run is done.
-    Best effort: an update the API does not take is dropped (the first one with a warning)."""
-
-    def __init__(self, every: float = 2.0, prefix: str = "trace-progress", unit: str = "rows"):
-        self.every, self.prefix, self.unit = every, prefix, unit
-        self._ids: dict[str, asyncio.Task] = {}
-        self._done: dict[str, int] = {}
-        self._last: dict[str, float] = {}
-        self._pending: set[asyncio.Task] = set()
-        self._total: dict[str, int] = {}
-        self.dropped = 0
-
-    def _spawn(self, coro) -> asyncio.Task:
-        job = asyncio.ensure_future(self._report(coro))
-        self._pending.add(job)
-        job.add_done_callback(self._pending.discard)
-        return job
-
-    async def _report(self, coro):
-        sent = await best_effort(coro, "progress", quiet=self.dropped > 0)
-        self.dropped += sent is None
-        return sent
-
-    def start(self, totals: dict[str, int]) -> None:
-        for stage, total in totals.items():
-            self._done[stage], self._last[stage], self._total[stage] = 0, 0.0, total
-            self._ids[stage] = self._spawn(acreate_progress_artifact(
-                0.0, key=f"{self.prefix}-{stage}", description=f"{stage}: share of the {self.unit} entering it "
-                                                               "that have left it"))
-
-    def expect(self, stage: str, n: int = 1) -> None:
-        self._total[stage] += n
-
-    def advance(self, stage: str, n: int = 1) -> None:
-        self._done[stage] += n
-        now = time.monotonic()
-        if now - self._last[stage] >= self.every:
-            self._last[stage] = now
-            self._spawn(self._update(stage, 100.0 * self._done[stage] / max(self._total[stage], 1)))
-
-    async def _update(self, stage: str, percent: float) -> bool | None:
-        artifact_id = await self._ids[stage]
-        if artifact_id is None:  # never created (the API was away): nothing to update
-            return None
-        await aupdate_progress_artifact(artifact_id=artifact_id, progress=min(percent, 100.0))
-        return True
-
-    async def finish(self) -> None:
-        await asyncio.gather(*self._pending)
-        await asyncio.gather(*(self._report(self._update(stage, 100.0)) for stage in self._ids))
 
 
 def stage_table(manifest: dict) -> list[dict]:
@@ -176,6 +100,7 @@ async def ranges_on_pool(cfg: RunConfig) -> None:
 async def trace_build_range(run_config: dict, index: int) -> dict:
     """One range of a fanned-out trace build (started by `trace-build` with `ranges`): the
     range's seeds through every stage into its own part of the shared run folder."""
+    report_lost_api_in_one_line()
     cfg = RunConfig.model_validate(run_config)
     progress = ArtifactProgress()
     result = await build_range(cfg, index, progress=progress, track=as_prefect_task)
@@ -205,6 +130,7 @@ async def trace_build(
     by its own flow run on the work pool. With trigger_training (or training.trigger in the
     config), start the training deployment (default iopo-train/gpu) on the splits when done.
     The parameters are `trace-build run`'s options (config.BUILD_OPTIONS)."""
+    report_lost_api_in_one_line()
     cfg = load_config(config, build_overrides(
         seeds=seeds, limit=limit, out=out, base_urls=base_urls, backend=backend, backend_model=backend_model,
         model=model, max_in_flight=max_in_flight, ranges=ranges, trigger_training=trigger_training,

@@ -4,8 +4,8 @@ them as the IOPO paper's Table 3 ("all", flows/table3.py).
 
 The work is each suite's own; this module names it for Prefect and reports it: progress
 artifacts while answers and scores come in, then each suite's result tables as a markdown
-artifact (its key in the registry; and table-3 for "all"). Rows left unscored, for any reason,
-fail the run with one line saying how many and why.
+artifact (its key in the registry; and table-3 for "all"), all best effort (flows/reporting.py).
+Rows left unscored, for any reason, fail the run with one line saying how many and why.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.config import EvalConfig, eval_overrides, load_config
 from flows.suites import ALL, SUITES, unscored_lines
 from flows.table3 import evaluate_all, table_markdown
-from flows.trace_build import ArtifactProgress
+from flows.reporting import ArtifactProgress, best_effort, report_lost_api_in_one_line
 
 
 @flow(name="trace-eval", log_prints=True)
@@ -48,6 +48,7 @@ async def trace_eval(
     is at base_urls (or a backend started for the run); the judge at judge_base_urls /
     judge_backend, by default the same server. `checks_cache`: the request cache of rule-check
     extractions, to share among evaluations with the same judge."""
+    report_lost_api_in_one_line()
     cfg = load_config(config, eval_overrides(
         suite=suite, responses=responses, data=data, limit=limit, sample=sample, out=out, base_urls=base_urls, model=model, backend=backend,
         backend_model=backend_model, judge_base_urls=judge_base_urls, judge_model=judge_model,
@@ -65,13 +66,13 @@ async def trace_eval(
         key, description = SUITES[name].artifact
         markdown = SUITES[name].markdown()(metrics)
         print(markdown)
-        await create_markdown_artifact(key=key, markdown=markdown, description=description)
+        await best_effort(create_markdown_artifact(key=key, markdown=markdown, description=description), key)
     if cfg.suite == ALL:
         markdown = table_markdown(result.metrics)
         print(markdown)
-        await create_markdown_artifact(key="table-3", markdown=markdown,
-                                       description="The IOPO paper's Table 3 for this model, beside the paper's "
-                                                   "Qwen2-7B IOPO")
+        await best_effort(create_markdown_artifact(
+            key="table-3", markdown=markdown,
+            description="The IOPO paper's Table 3 for this model, beside the paper's Qwen2-7B IOPO"), "table-3")
     unscored = unscored_lines(done)
     if unscored:  # results so far are written; a rerun asks only for what is missing
         raise RuntimeError("; ".join(unscored))
