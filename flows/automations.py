@@ -4,19 +4,25 @@ range's name instead of waiting for ever (a SIGKILLed worker cannot report anyth
 
 Flow runs send a heartbeat every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (the range deployment
 sets 30 in prefect.yaml); after `within` seconds without one, or a final state, the run is
-Crashed. `trace-build up` creates it; on a server you run yourself:
+Crashed. The default outlasts the time a flow run waits for an API that went away (254 s,
+prefect_api.RETRIES) plus a heartbeat or two: heartbeats sent while the server restarts are lost,
+and a shorter window would crash live runs the moment it is back. `trace-build up` creates it; on
+a server you run yourself:
 
-    PREFECT_API_URL=http://host:4200/api python -m flows.automations [--within 90]
+    PREFECT_API_URL=http://host:4200/api python -m flows.automations [--within 300]
 """
 from __future__ import annotations
 
 import argparse
 from datetime import timedelta
 
+from flows import prefect_api
+
 NAME = "trace-build-crash-silent-runs"
+WITHIN_S = prefect_api.patience_s(prefect_api.RETRIES) + 46  # 300 s: see above
 
 
-def crash_silent_runs(within_s: float = 90):
+def crash_silent_runs(within_s: float = WITHIN_S):
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
@@ -41,7 +47,7 @@ def crash_silent_runs(within_s: float = 90):
     )
 
 
-def ensure_automations(within_s: float = 90) -> str:
+def ensure_automations(within_s: float = WITHIN_S) -> str:
     """Create the automation, or replace it with these settings; its id."""
     from prefect.automations import Automation
 
@@ -54,7 +60,7 @@ def ensure_automations(within_s: float = 90) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--within", type=float, default=90, help="seconds without a heartbeat before a run is Crashed")
+    p.add_argument("--within", type=float, default=WITHIN_S, help="seconds without a heartbeat before a run is Crashed")
     args = p.parse_args()
     print(f"automation {NAME}: {ensure_automations(args.within)}")
 

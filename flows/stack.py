@@ -272,8 +272,10 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
 
 def worker_env(base: dict, secret: str | None) -> dict:
     """A worker's environment: this install's commands first on PATH (the flow runs it starts
-    call them), and the secret where Prefect's client reads it."""
+    call them), the secret where Prefect's client reads it, and the patience with an API that
+    went away (a setting of the caller's own wins)."""
     env = {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"}
+    env.setdefault(prefect_api.RETRIES_ENV, str(prefect_api.RETRIES))
     if secret:
         env[prefect_api.ENV] = secret
     return env
