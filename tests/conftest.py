@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,6 +37,14 @@ def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
 
 def read_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
+
+
+def prefect_api_call(base: str, path: str, body: dict | None = None):
+    """One call to a Prefect server's REST API (POST with a body, else GET); its JSON answer."""
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def sim_requests(server) -> int:

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_rows, run_cli, sim_requests, start_sim
+from conftest import prefect_api_call as api, REPO, read_rows, run_cli, sim_requests, start_sim
 from flows.llm.running import free_port
 from flows.stack import prefect_env
 
@@ -27,13 +26,6 @@ SEEDS = 2000
 FAST_LLM = {"latency_mean": 0.01, "capacity": 256}
 SPLITS = ("sft", "dpo", "iopo", "eval")
 ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-
-
-def api(base: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def wait_for(condition, timeout: float, what: str):

@@ -8,25 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
+from conftest import prefect_api_call as api, DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
 from flows.llm.running import descendants, free_port
 
 pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
 
 BIN = Path(sys.executable).parent
 IN_FLIGHT = 4  # requests in flight per range: what a killed range may have paid for and lost
-
-
-def api(base: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from flows import prefect_api, reporting
+from flows import automations, prefect_api, reporting
 from flows.stack import worker_env
 
 
@@ -166,5 +166,9 @@ def test_every_flow_run_and_worker_waits_the_same_for_an_api_that_went_away():
         env = deployment["work_pool"]["job_variables"]["env"]
         assert env[prefect_api.RETRIES_ENV] == str(prefect_api.RETRIES), deployment["name"]
     assert prefect_api.patience_s(prefect_api.RETRIES) == 254  # Prefect's backoff: 2 + 4 + ... + 128 s
+    # a live range is not Crashed for heartbeats lost while the server restarts within that wait
+    heartbeat = int(next(d for d in deployments if d["name"] == "local")["work_pool"]["job_variables"]["env"][
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])
+    assert automations.WITHIN_S > prefect_api.patience_s(prefect_api.RETRIES) + heartbeat
     assert worker_env({"PATH": "/bin"}, None)[prefect_api.RETRIES_ENV] == str(prefect_api.RETRIES)
     assert worker_env({"PATH": "/bin", prefect_api.RETRIES_ENV: "9"}, None)[prefect_api.RETRIES_ENV] == "9"
