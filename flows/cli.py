@@ -75,12 +75,20 @@ def show_sft(run_dir: Path, n: int) -> None:
         print("scores:", ", ".join(f"{s['constraint_id']}={s['score']}" for s in row["scores"]))
 
 
+def run_folder(path: str) -> Path:
+    """A run folder to read, or one line saying what is there instead."""
+    run_dir = Path(path)
+    if not run_dir.exists():
+        raise InputError(f"{run_dir}: no such folder (give a run folder: `trace-build run --out` makes one)")
+    if not (run_dir / "stages").is_dir():
+        raise InputError(f"{run_dir}: not a trace-build run folder (no stages/ in it)")
+    return run_dir
+
+
 def cmd_report(args) -> int:
     from flows.report_html import write_report_html
 
-    run_dir = Path(args.run)
-    if not (run_dir / "stages").is_dir():
-        raise InputError(f"{run_dir}: not a trace-build run folder (no stages/)")
+    run_dir = run_folder(args.run)
     print(write_report_html(run_dir))
     return 0
 
@@ -88,10 +96,7 @@ def cmd_report(args) -> int:
 def cmd_status(args) -> int:
     from flows.report import format_funnel, funnel
 
-    run_dir = Path(args.run)
-    if not (run_dir / "stages").is_dir():
-        raise InputError(f"{run_dir}: not a trace-build run folder (no stages/)")
-    print(format_funnel(funnel(run_dir)))
+    print(format_funnel(funnel(run_folder(args.run))))
     return 0
 
 
@@ -281,15 +286,25 @@ def cmd_down(args) -> int:
     return 0
 
 
+def train_help(field: str) -> str:
+    """A training option's help: its TrainConfig description and default, said once there."""
+    from flows.train.config import TrainConfig
+
+    info = TrainConfig.model_fields[field]
+    default = "" if info.default in (None, False, True) or info.is_required() else f" (default {info.default})"
+    return f"{info.description}{default}"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trace-build", description="Build Trace-style complex instruction data.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve-llm", help="start an OpenAI-compatible LLM server on this machine")
-    s.add_argument("--backend", choices=["embedded", "simulated", "vllm"], default="embedded")
+    s.add_argument("--backend", choices=["embedded", "simulated", "vllm"], default="embedded",
+                   help="embedded (default): llama.cpp on this machine; simulated: the test double; vllm: a GPU host")
     s.add_argument("--model", help="embedded: qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, smollm2-135m; vllm: a model path or name")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8011)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8011, help="port (default 8011)")
     s.add_argument("--latency", type=float, default=0.0, help="simulated: mean latency in seconds")
     s.add_argument("--capacity", type=int, default=64, help="simulated: requests in service at once")
     s.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per replica")
@@ -312,7 +327,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--backend", choices=["simulated", "embedded", "vllm", "none"], default="none",
                    help="also serve an LLM on --llm-port")
     u.add_argument("--model", help="model of the LLM backend")
-    u.add_argument("--llm-port", type=int, default=8011)
+    u.add_argument("--llm-port", type=int, default=8011, help="port of that LLM server (default 8011)")
     u.add_argument("--gpu-worker", action="store_true", help="also run a worker on the gpu pool (this machine trains)")
     u.add_argument("--no-worker", action="store_true", help="no worker on the local pool: the builds run on workers "
                    "that join from other machines (see --listen)")
@@ -345,17 +360,17 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--method", choices=METHODS, help="default iopo")
     t.add_argument("--config", help="YAML training config (see configs/train.yaml)")
     t.add_argument("--out", help="output folder (default <run>/train-<method>)")
-    t.add_argument("--beta", type=float)
+    t.add_argument("--beta", type=float, help=train_help("beta"))
     t.add_argument("--lr", type=float, help="learning rate (default 1e-4 sft, 5e-6 otherwise)")
-    t.add_argument("--epochs", type=float)
-    t.add_argument("--max-steps", type=int)
+    t.add_argument("--epochs", type=float, help=train_help("epochs"))
+    t.add_argument("--max-steps", type=int, help=train_help("max_steps"))
     t.add_argument("--max-length", type=int, help="tokens per sequence (default 6000)")
-    t.add_argument("--micro-batch", type=int)
-    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--micro-batch", type=int, help=train_help("micro_batch"))
+    t.add_argument("--grad-accum", type=int, help=train_help("grad_accum"))
     t.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    t.add_argument("--reference", choices=["auto", "copy", "adapter", "precomputed"])
-    t.add_argument("--gradient-checkpointing", action="store_true")
-    t.add_argument("--dtype", choices=["auto", "bf16", "fp32"])
+    t.add_argument("--reference", choices=["auto", "copy", "adapter", "precomputed"], help=train_help("reference"))
+    t.add_argument("--gradient-checkpointing", action="store_true", help=train_help("gradient_checkpointing"))
+    t.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help=train_help("dtype"))
     t.add_argument("--save-merged", action="store_true", help="under LoRA, also save merged weights (merged/)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="auto (default): cuda when a GPU is visible; pick GPUs with CUDA_VISIBLE_DEVICES")
@@ -365,7 +380,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--fresh", action="store_true",
                    help="start over: clear the output folder's checkpoints (default: resume from the newest)")
     t.add_argument("--limit", type=int, help="train on the first N examples")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help=train_help("seed"))
     t.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     t.add_argument("--evaluate-after", choices=["vllm", "simulated"], metavar="SERVE",
                    help="then evaluate the trained model and its base as the paper's Table 3, served by vllm, or "
@@ -410,11 +425,11 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     rp = sub.add_parser("report", help="write a run folder's reports/report.html (charts; opens from disk)")
-    rp.add_argument("run", nargs="?", default="runs/latest")
+    rp.add_argument("run", nargs="?", default="runs/latest", help="run folder (default runs/latest)")
     rp.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the funnel of a run folder")
-    st.add_argument("run", nargs="?", default="runs/latest")
+    st.add_argument("run", nargs="?", default="runs/latest", help="run folder (default runs/latest)")
     st.set_defaults(func=cmd_status)
     return p
 

@@ -45,6 +45,20 @@ def _count_or_auto(value):
 CountOrAuto = Annotated[int | Literal["auto"], AfterValidator(_count_or_auto)]
 
 
+def _not_a_file(value):
+    if value is not None:
+        path = Path(value)
+        blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            where = "" if blocker == path else f" ({blocker} is a file)"
+            raise ValueError(f"{value} is not a folder{where}; give a folder (a new or an existing one)")
+    return value
+
+
+# An output folder: refused, before anything runs, where a file is in the way.
+Folder = Annotated[str, AfterValidator(_not_a_file)]
+
+
 class LLMConfig(_Strict):
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible /v1 URLs (replicas of one model)")
     backend: Literal["simulated", "embedded", "vllm"] | None = Field(None, description="start this backend when no base URL is given")
@@ -206,7 +220,7 @@ class RunConfig(_Strict):
     seeds: str = "data/seeds"
     text_field: str = "text"
     limit: int | None = Field(None, ge=1)
-    out: str = "runs/latest"
+    out: Folder = "runs/latest"
     prompts_dir: str | None = Field(None, description="prompt templates to use instead of the shipped prompts/")
     prompt_set: str | None = Field(None, description="a prompt set shipped in prompts/<name>/ (e.g. small: worked "
                                                      "examples for small models); it replaces the templates it has")
@@ -226,12 +240,16 @@ def request_sampling(cfg: RunConfig) -> dict[str, dict]:
                    "top_p": cfg.llm.top_p, **cfg.llm.sampling_extra} for kind in kinds}
 
 
-def one_line(exc: ValidationError, source: str) -> str:
-    """A pydantic validation error as the one line a user reads."""
+def one_line(exc: ValidationError, source: str, given=None) -> str:
+    """A pydantic validation error as the one line a user reads; `given`: the value of an option."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(root)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {where}: {err['msg']}{more}"
+    value = f" (given {given!r})" if given is not None and err["type"] != "value_error" else ""
+    message = err["msg"].removeprefix("Value error, ")  # our own validators' words
+    if err["type"] == "missing" and len(err["loc"]) == 1:  # a top-level setting: an option can give it
+        message = f"required: give --{where.replace('_', '-')} or set {where}: in the config file"
+    return f"{source}: {where}: {message}{value}{more}"
 
 
 class EvalConfig(_Strict):
@@ -255,7 +273,7 @@ class EvalConfig(_Strict):
                                                         "the English translation (instruction_en, question_en)")
     responses: str | None = Field(None, description="ifeval: score these responses (JSON lines with prompt and "
                                                     "response) instead of asking a model")
-    out: str | None = Field(None, description="results folder; default runs/eval (trace), runs/eval-<suite> (the "
+    out: Folder | None = Field(None, description="results folder; default runs/eval (trace), runs/eval-<suite> (the "
                                               "others; all: one folder per suite inside it)")
     limit: int | None = Field(None, ge=1, description="evaluate the first N rows only")
     sample: int | None = Field(None, ge=1, description="evaluate N rows spread evenly over the file")
@@ -302,14 +320,39 @@ class EvalConfig(_Strict):
 def eval_overrides(*, base_urls=None, model=None, backend=None, backend_model=None, judge_base_urls=None,
                    judge_model=None, judge_backend=None, judge_backend_model=None, judge_api_key_env=None,
                    **top) -> dict:
-    """Dotted EvalConfig overrides from command-line or flow parameters (None: not given). A base
-    URL wins over a backend; the judge section exists only when something about the judge is given."""
-    overrides = {**top, "model.base_urls": base_urls, "model.model": model,
-                 "model.backend": None if base_urls else backend, "model.backend_model": backend_model}
+    """Dotted EvalConfig overrides from command-line or flow parameters (None: not given). The
+    judge section exists only when something about the judge is given."""
+    overrides = {**top, **endpoint_overrides("model", base_urls=base_urls, backend=backend,
+                                             backend_model=backend_model, model=model)}
     if judge_base_urls or judge_backend or judge_model:
-        overrides |= {"judge.base_urls": judge_base_urls, "judge.model": judge_model,
-                      "judge.backend": None if judge_base_urls else judge_backend,
-                      "judge.backend_model": judge_backend_model, "judge.api_key_env": judge_api_key_env}
+        overrides |= endpoint_overrides("judge", base_urls=judge_base_urls, backend=judge_backend,
+                                        backend_model=judge_backend_model, model=judge_model)
+        overrides["judge.api_key_env"] = judge_api_key_env
+    return overrides
+
+
+class _Default:
+    """An override that takes the config file's value away, so that the field's default applies."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
+
+
+def endpoint_overrides(section: str, *, base_urls=None, backend=None, backend_model=None, model=None) -> dict:
+    """Overrides of one LLM section (llm, model, judge) from options (None: not given). An endpoint
+    given explicitly replaces the config file's whole endpoint: base URLs drop its backend; a
+    backend drops its base URLs and what described them (dialect, requested model name) unless given.
+    Base URLs and a backend together: the URLs win."""
+    overrides = {f"{section}.base_urls": base_urls, f"{section}.backend": backend,
+                 f"{section}.backend_model": backend_model, f"{section}.model": model}
+    if base_urls:
+        overrides |= {f"{section}.backend": DEFAULT, f"{section}.backend_model": DEFAULT}
+    elif backend:
+        overrides |= {f"{section}.base_urls": DEFAULT, f"{section}.dialect": DEFAULT,
+                      f"{section}.backend_model": backend_model or DEFAULT, f"{section}.model": model or DEFAULT}
     return overrides
 
 
@@ -342,20 +385,21 @@ BUILD_OPTIONS: dict[str, tuple[str, dict]] = {
 
 
 def build_overrides(**options) -> dict:
-    """Dotted RunConfig overrides from build options (None: not given). A base URL given replaces
-    the config's backend."""
+    """Dotted RunConfig overrides from build options (None: not given); an endpoint given replaces
+    the config's (endpoint_overrides)."""
     unknown = set(options) - set(BUILD_OPTIONS)
     if unknown:
         raise TypeError(f"not build options: {sorted(unknown)}")
     overrides = {BUILD_OPTIONS[name][0]: value for name, value in options.items()}
-    if options.get("base_urls"):
-        overrides["llm.backend"] = None
-    return overrides
+    return overrides | endpoint_overrides("llm", **{name: options.get(name) for name in
+                                                    ("base_urls", "backend", "backend_model", "model")})
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None, model: type = RunConfig):
     """Read a YAML config (optional), apply dotted overrides like {"llm.base_urls": [...]}, and
-    validate it as `model` (RunConfig, or EvalConfig for an evaluation)."""
+    validate it as `model` (RunConfig, or EvalConfig for an evaluation). Precedence: an override
+    (a command-line option, a flow parameter) beats the file, which beats the field's default; an
+    override of None is not given, one of DEFAULT takes the file's value away."""
     data: dict = {}
     source = "config"
     if path is not None:
@@ -364,22 +408,35 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, m
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a config file") from None
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):  # absent, null, or a switch like `true`
-                node[part] = {}
-            node = node[part]
-        node[leaf] = value
+    given = {dotted: value for dotted, value in (overrides or {}).items() if value is not None}
+    for dotted, value in given.items():
+        _set_dotted(data, dotted, value)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        if where in given:  # the user gave this value as an option, not in the file
+            raise ConfigError(one_line(exc, "option", given=given[where])) from None
         raise ConfigError(one_line(exc, source)) from None
+
+
+def _set_dotted(data: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), dict):  # absent, null, or a switch like `true`
+            if value is DEFAULT:
+                return
+            node[part] = {}
+        node = node[part]
+    if value is DEFAULT:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value

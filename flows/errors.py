@@ -18,10 +18,17 @@ from __future__ import annotations
 
 from collections import Counter
 
+from flows.words import plural
+
 INTERNAL_ERROR = "internal_error"
 
 
-class UserError(Exception):
+class OneLineError(Exception):
+    """An error whose message tells the whole story in one line (a user's mistake, a server that
+    failed, a build a bug stopped): a flow run logs that line, not a traceback."""
+
+
+class UserError(OneLineError):
     """A mistake the user can fix; the message is one line naming the file, row, field or setting."""
 
 
@@ -29,8 +36,12 @@ class InputError(UserError, ValueError):
     """Unusable input (seeds, data, a model folder); the message names the file (and row, field)."""
 
 
-class StageBug(RuntimeError):
+class StageBug(OneLineError, RuntimeError):
     """A stage's code raised on more rows than the build tolerates; the message is one line."""
+
+
+class RangesIncomplete(OneLineError, RuntimeError):
+    """Ranges of a build did not complete on the work pool; the message names them."""
 
 
 class BugBudget:
@@ -44,8 +55,9 @@ class BugBudget:
         self.rows[stage] += 1
         if sum(self.rows.values()) > self.limit:
             raise StageBug(f"stage {stage} raised {type(exc).__name__}: {str(exc)[:300]} "
-                           f"({sum(self.rows.values())} rows failed this way, more than execution.max_internal_errors "
-                           f"= {self.limit}); the build stopped: fix the stage and run again (nothing is paid twice)")
+                           f"({plural(sum(self.rows.values()), 'row')} failed this way, more than "
+                           f"execution.max_internal_errors = {self.limit}); the build stopped: fix the stage and run "
+                           "again (nothing is paid twice)")
 
 
 def internal_errors(funnel: list[dict]) -> dict[str, int]:
@@ -57,6 +69,6 @@ def internal_errors(funnel: list[dict]) -> dict[str, int]:
 def bug_message(counts: dict[str, int]) -> str:
     """One line for a build that finished with rows a bug rejected."""
     where = ", ".join(f"{stage} {n}" for stage, n in counts.items())
-    return (f"{sum(counts.values())} rows rejected because a stage's code failed ({where}; reason {INTERNAL_ERROR} "
-            "in the stage's rejects, the error in the log); fix it and run again: those rows are retried, the rest "
-            "comes from the request cache")
+    return (f"{plural(sum(counts.values()), 'row')} rejected because a stage's code failed ({where}; reason "
+            f"{INTERNAL_ERROR} in the stage's rejects, the error in the log); fix it and run again: those rows are "
+            "retried, the rest comes from the request cache")

@@ -22,7 +22,7 @@ from prefect.artifacts import (
 
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from flows.reporting import best_effort_sync, report_lost_api_in_one_line
+from flows.reporting import best_effort_sync, report_failures_in_one_line
 from flows.train.config import load_train_config
 from flows.train.report import metrics_table, summary_markdown
 
@@ -66,7 +66,7 @@ def iopo_train(
     `nproc`: processes (default: every GPU of this host); `fresh`: clear the output folder first.
     `evaluate_after`: true, or its settings (serve, judge_base_urls, cfbench_data, limit, ...: see
     configs/train.yaml): evaluate the trained model and its base as the paper's Table 3."""
-    report_lost_api_in_one_line()
+    report_failures_in_one_line()
     explicit = {"data": manifest, "method": method, "model": model, "out": out, "nproc": nproc,
                 "resume": "fresh" if fresh else None, "evaluate_after": evaluate_after}
     cfg = load_train_config(config, {**(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}})

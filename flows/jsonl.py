@@ -12,10 +12,17 @@ from flows.errors import InputError
 Row = TypeVar("Row")
 
 
-def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line, lazily."""
+def require_file(path: Path) -> None:
+    """A file to read: one line when it is missing or a folder."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+
+
+def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line, lazily."""
+    require_file(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -35,8 +42,7 @@ def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
 
 def json_array(path: Path) -> list:
     """The file's top-level JSON array; anything else is one InputError line."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    require_file(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:

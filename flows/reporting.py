@@ -17,6 +17,7 @@ import httpx
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from flows import prefect_api
+from flows.errors import OneLineError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,10 +142,25 @@ class LostApiInOneLine(logging.Filter):
         return True
 
 
-def report_lost_api_in_one_line() -> None:
-    """Called where a flow run starts, on its process's loggers: see LostApiInOneLine."""
+class OneLineFailure(logging.Filter):
+    """On the flow run's logger: a flow that fails with a OneLineError logs its message, without
+    the traceback (a user's mistake or a server's failure is not a bug in the code)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], OneLineError):
+            record.msg, record.args = str(record.exc_info[1]), ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def report_failures_in_one_line() -> None:
+    """Called where a flow run starts, on its process's loggers: see LostApiInOneLine and
+    OneLineFailure."""
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
 
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, OneLineFailure) for f in flow_runs.filters):
+        flow_runs.addFilter(OneLineFailure())
     api = PREFECT_API_URL.value()
     for name, keep_message in (("prefect.engine", False), ("prefect.flow_runs", True)):
         logger = logging.getLogger(name)

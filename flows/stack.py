@@ -43,6 +43,11 @@ def prefect_env(state: Path, port: int, host: str = "127.0.0.1") -> dict:
             "PREFECT_SERVER_EPHEMERAL_ENABLED": "false", "PREFECT_CLI_PROMPT": "false"}
 
 
+# The server streams flow run logs out, so `prefect deployment run ... --watch` shows a run's log
+# lines (a failed run's reason among them), not only its state changes.
+LOG_STREAM_ENV = {"PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true", "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true"}
+
+
 def prefect_command() -> str:
     found = shutil.which("prefect") or str(Path(sys.executable).parent / "prefect")
     if not Path(found).exists():
@@ -227,7 +232,7 @@ def up(state: Path, port: int = 4200, backend: str | None = None, llm_port: int 
         stack_file.write_text(json.dumps(stack, indent=2) + "\n")  # written as we go: `down` always finds them
 
     try:
-        server_env = {**env, "PREFECT_UI_API_URL": f"{public}/api"}
+        server_env = {**env, **LOG_STREAM_ENV, "PREFECT_UI_API_URL": f"{public}/api"}
         if secret:
             server_env[prefect_api.SERVER_ENV] = secret
         if database == "postgresql":  # started first, so stopped last

@@ -20,9 +20,9 @@ from prefect.cache_policies import NO_CACHE
 from flows import aio
 from flows.build import BuildResult, StagesBuilt, build_range, build_stages, finish_build
 from flows.config import RunConfig, build_overrides, load_config
-from flows.errors import StageBug, bug_message, internal_errors
+from flows.errors import RangesIncomplete, StageBug, bug_message, internal_errors
 from flows.ranges import part_name, shared_paths
-from flows.reporting import ArtifactProgress, best_effort, report_lost_api_in_one_line
+from flows.reporting import ArtifactProgress, best_effort, report_failures_in_one_line
 from flows.report import agreement_markdown, cost_text, format_funnel, reasons_text, written_exports
 from flows.train.trigger import start_training, training_line
 
@@ -92,7 +92,7 @@ async def ranges_on_pool(cfg: RunConfig) -> None:
     failed = [f"{part_name(i, ranges)} ({run.name}: {run.state.name if run.state else 'no state'})"
               for i, run in enumerate(runs) if not (run.state and run.state.is_completed())]
     if failed:
-        raise RuntimeError(f"ranges did not complete: {', '.join(failed)}; run the build again to finish them "
+        raise RangesIncomplete(f"ranges did not complete: {', '.join(failed)}; run the build again to finish them "
                            "(finished shards are reused)")
 
 
@@ -100,7 +100,7 @@ async def ranges_on_pool(cfg: RunConfig) -> None:
 async def trace_build_range(run_config: dict, index: int) -> dict:
     """One range of a fanned-out trace build (started by `trace-build` with `ranges`): the
     range's seeds through every stage into its own part of the shared run folder."""
-    report_lost_api_in_one_line()
+    report_failures_in_one_line()
     cfg = RunConfig.model_validate(run_config)
     progress = ArtifactProgress()
     result = await build_range(cfg, index, progress=progress, track=as_prefect_task)
@@ -130,7 +130,7 @@ async def trace_build(
     by its own flow run on the work pool. With trigger_training (or training.trigger in the
     config), start the training deployment (default iopo-train/gpu) on the splits when done.
     The parameters are `trace-build run`'s options (config.BUILD_OPTIONS)."""
-    report_lost_api_in_one_line()
+    report_failures_in_one_line()
     cfg = load_config(config, build_overrides(
         seeds=seeds, limit=limit, out=out, base_urls=base_urls, backend=backend, backend_model=backend_model,
         model=model, max_in_flight=max_in_flight, ranges=ranges, trigger_training=trigger_training,

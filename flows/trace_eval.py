@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.config import EvalConfig, eval_overrides, load_config
 from flows.suites import ALL, SUITES, unscored_lines
 from flows.table3 import evaluate_all, table_markdown
-from flows.reporting import ArtifactProgress, best_effort, report_lost_api_in_one_line
+from flows.reporting import ArtifactProgress, best_effort, report_failures_in_one_line
 
 
 @flow(name="trace-eval", log_prints=True)
@@ -48,7 +48,7 @@ async def trace_eval(
     is at base_urls (or a backend started for the run); the judge at judge_base_urls /
     judge_backend, by default the same server. `checks_cache`: the request cache of rule-check
     extractions, to share among evaluations with the same judge."""
-    report_lost_api_in_one_line()
+    report_failures_in_one_line()
     cfg = load_config(config, eval_overrides(
         suite=suite, responses=responses, data=data, limit=limit, sample=sample, out=out, base_urls=base_urls, model=model, backend=backend,
         backend_model=backend_model, judge_base_urls=judge_base_urls, judge_model=judge_model,

@@ -1,7 +1,9 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -13,10 +15,13 @@ import pytest
 
 from flows.contracts import PAIR_STAGES, PARENT, STAGES
 from flows.llm import simulator
+from flows.llm.running import free_port
+from flows.stack import LOG_STREAM_ENV
 from flows.report import funnel
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SEEDS = REPO / "data" / "seeds" / "demo.jsonl"
+BIN = Path(sys.executable).parent  # this environment's commands (prefect, trace-build)
 
 
 @pytest.fixture
@@ -30,8 +35,8 @@ def start_sim(**knobs):
     return simulator.start(simulator.SimulatorConfig(**knobs))
 
 
-def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=REPO, capture_output=True,
+def run_cli(*args, env=None, timeout=300, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -129,3 +134,42 @@ def toy_iopo_file(tmp_path):
     path = tmp_path / "toy_iopo.json"
     path.write_text(json.dumps(toy_quadruples()), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server (per test module) with the work pools, prefect.yaml's deployments and
+    the range heartbeat automation; it streams logs out, as `trace-build up`'s does. Its env."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+           "PREFECT_CLI_PROMPT": "false", "PREFECT_WORKER_QUERY_SECONDS": "1", "PATH": f"{BIN}:{os.environ['PATH']}", **LOG_STREAM_ENV}
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(240):
+            try:
+                if prefect_api_call(env["PREFECT_API_URL"], "/health") is True:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        for pool in ("local", "gpu"):  # prefect deploy --all needs every pool it names
+            subprocess.run([BIN / "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+                           env=env, check=True, capture_output=True, cwd=REPO)
+        deployed = subprocess.run([BIN / "prefect", "deploy", "--all", "--no-prompt"], env=env, capture_output=True,
+                                  text=True, cwd=REPO)
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        # a range whose worker dies is Crashed when its heartbeats (every 30 s) stop
+        subprocess.run([sys.executable, "-m", "flows.automations", "--within", "45"], env=env, check=True, cwd=REPO)
+        yield env
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def start_worker(env, name: str, logdir: Path) -> subprocess.Popen:
+    log = open(logdir / f"{name}.log", "a")
+    return subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "local", "--name", name, "--limit", "1"],
+                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import prefect_api_call as api, DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim
-from flows.llm.running import descendants, free_port
+from conftest import prefect_api_call as api, DEMO_SEEDS, REPO, assert_accounted, read_rows, run_cli, sim_requests, start_sim, start_worker
+from flows.llm.running import descendants
 
 pytestmark = pytest.mark.slow  # not in make test-fast: real servers, subprocesses or training runs
 
-BIN = Path(sys.executable).parent
 IN_FLIGHT = 4  # requests in flight per range: what a killed range may have paid for and lost
 
 
@@ -28,43 +27,6 @@ def kill_tree(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
-           "PREFECT_CLI_PROMPT": "false", "PREFECT_WORKER_QUERY_SECONDS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        for _ in range(240):
-            try:
-                if api(env["PREFECT_API_URL"], "/health") is True:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        for pool in ("local", "gpu"):  # prefect deploy --all needs every pool it names
-            subprocess.run([BIN / "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
-                           env=env, check=True, capture_output=True, cwd=REPO)
-        deployed = subprocess.run([BIN / "prefect", "deploy", "--all", "--no-prompt"], env=env, capture_output=True,
-                                  text=True, cwd=REPO)
-        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-        # a range whose worker dies is Crashed when its heartbeats (every 30 s) stop
-        subprocess.run([sys.executable, "-m", "flows.automations", "--within", "45"], env=env, check=True, cwd=REPO)
-        yield env
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-
-
-def start_worker(env, name: str, logdir: Path) -> subprocess.Popen:
-    log = open(logdir / f"{name}.log", "a")
-    return subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "local", "--name", name, "--limit", "1"],
-                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def start_build(env, out: Path, base_url: str, logdir: Path) -> subprocess.Popen:

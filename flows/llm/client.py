@@ -25,7 +25,9 @@ except ImportError:
     import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from flows.errors import OneLineError
 from flows.llm.cache import RequestCache, request_key
+from flows.llm.connection import describe
 from flows.prompts import Prompt
 
 # How each server family takes a JSON schema (the backend profile picks one).
@@ -42,7 +44,7 @@ class ServerRefused(Exception):
         super().__init__(f"the LLM server at {base_url} refused a {stage} request: HTTP {self.status}: {self.message}")
 
 
-class LLMFailure(Exception):
+class LLMFailure(OneLineError):
     """A call that did not produce a usable answer; `reason` is a reject reason code."""
 
     def __init__(self, reason: str, detail: str = ""):
@@ -282,7 +284,8 @@ class LLMClient:
         # (LLMConfig checks the names of sampling_extra.)
         self.sampling = {"top_p": top_p, **(sampling_extra or {})}
         self.max_backoff_s = max_backoff_s
-        timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self._connect_s, self._timeout_s = min(10.0, timeout_s), timeout_s
+        timeout = httpx.Timeout(timeout_s, connect=self._connect_s)
         self._endpoints = [
             _Endpoint(
                 base_url=url,
@@ -311,12 +314,20 @@ class LLMClient:
                 url = self._endpoints[0].base_url
                 if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403):
                     raise ServerRefused(url, exc, "models") from None  # a key it refuses: no call will pass
-                raise LLMFailure("server_unreachable", f"{url}: {exc}") from None
+                if isinstance(exc, openai.APIStatusError):  # a web server, but not an OpenAI one
+                    raise LLMFailure("server_unreachable", f"{url}: HTTP {exc.status_code} ({server_message(exc)}) "
+                                                           f"for {url}/models: is this the /v1 URL of an "
+                                                           "OpenAI-compatible server?") from None
+                raise LLMFailure("server_unreachable", f"{url}: {self._unanswered(exc)[1]}") from None
             ids = [m.id for m in models.data]
             if not ids:
                 raise LLMFailure("server_unreachable", f"{self._endpoints[0].base_url} lists no model")
             self.model = ids[0]
         return self.model
+
+    def _unanswered(self, exc: BaseException) -> tuple[str, str]:
+        """(reject reason, words) for a request that got no HTTP answer: refused, DNS, TLS, timeout."""
+        return describe(exc, self._connect_s, self._timeout_s)
 
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
@@ -394,10 +405,10 @@ class LLMClient:
                 if not is_transient(exc) or self.max_attempts == 1:
                     raise
                 resp = await self._retry(post, exc, usage)
-        except openai.APITimeoutError as exc:
-            raise self._fail(usage, "timeout", exc)
-        except openai.APIConnectionError as exc:
-            raise self._fail(usage, "connection_error", exc)
+        except openai.APIConnectionError as exc:  # (a timeout is one too)
+            reason, words = self._unanswered(exc)
+            usage.failures[reason] += 1
+            raise LLMFailure(reason, f"{endpoint.base_url}: {words}") from None
         except openai.RateLimitError as exc:
             raise self._fail(usage, "rate_limited", exc)
         except openai.APIStatusError as exc:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.config import ConfigError, load_config
+from flows.config import ConfigError, Folder, load_config
 from flows.train.methods import METHODS
 
 # accelerate runs CPU processes data parallel only: it would drop an FSDP request without a word.
@@ -42,15 +42,15 @@ class TrainConfig(BaseModel):
     method: Literal[METHODS] = "iopo"  # type: ignore[valid-type]
     model: str = Field(..., description="base model: a local folder, or a hub name already in the local cache")
     data: str = Field(..., description="trace-build run folder, its manifest.json, or a LLaMA-Factory JSON file")
-    out: str | None = Field(None, description="checkpoints, metrics.jsonl, train_report.json; default: "
+    out: Folder | None = Field(None, description="checkpoints, metrics.jsonl, train_report.json; default: "
                             "<run folder>/train-<method>, or runs/train-<method> for a file")
-    beta: float = Field(0.1, gt=0)
+    beta: float = Field(0.1, gt=0, description="DPO / IOPO: how far the trained policy may move from the reference")
     learning_rate: float | None = Field(None, gt=0, description="default: 1e-4 for sft, 5e-6 otherwise (the paper's)")
-    epochs: float = Field(3, gt=0)
+    epochs: float = Field(3, gt=0, description="passes over the examples")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     max_length: int = Field(6000, ge=8, description="tokens per sequence, prompt and response")
     micro_batch: int = Field(1, ge=1, description="examples per forward pass (IOPO: 4 sequences each)")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -63,7 +63,8 @@ class TrainConfig(BaseModel):
                                                      "evaluate_after")
     reference: Literal["auto", "copy", "adapter", "precomputed"] = Field(
         "auto", description="auto: adapter under LoRA, copy otherwise")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, "
+                                                                   "more time")
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="compute dtype: bf16 on a GPU by default "
                                                                        "(fp16 would need loss scaling)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: every process on its own GPU "
@@ -76,7 +77,7 @@ class TrainConfig(BaseModel):
         "auto", description="auto: continue from the newest complete checkpoint of the same run in `out`, refuse "
                             "another run's folder; replace: the same, but clear another run's folder (other data: "
                             "a refreshed build; what a build's training trigger asks); fresh: clear `out`, start over")
-    seed: int = 0
+    seed: int = Field(0, description="random seed: example order, LoRA initialization")
     limit: int | None = Field(None, ge=1, description="train on the first N examples only")
     evaluate_after: EvaluateAfter | None = Field(
         None, description="when training ends, evaluate the final model (true: with the defaults)")

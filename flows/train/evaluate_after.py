@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from flows.config import ConfigError, EvalConfig, eval_overrides, load_config
+from flows.errors import OneLineError
 from flows.store import write_json_atomic, write_text_atomic
 from flows.train.config import TrainConfig
 
@@ -35,7 +36,7 @@ WEIGHTS_RECORD = "weights.json"
 _WEIGHT_FILES = ("*.safetensors", "*.bin", "*.json", "*.model", "*.txt", "*.jinja")
 
 
-class EvaluationIncomplete(RuntimeError):
+class EvaluationIncomplete(OneLineError, RuntimeError):
     """Servers left rows unscored: no table from part of the rows; a rerun finishes from the caches."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flows.contracts import SYSTEM_PROMPT, content_id
 from flows.errors import InputError
+from flows.words import plural
 
 # The split of a trace-build run that feeds each method.
 SPLIT_FOR = {"sft": "sft", "dpo": "dpo", "iopo": "iopo", "iopo-light": "iopo",
@@ -62,9 +63,17 @@ def load_examples(source: str | Path, method: str) -> list[Example]:
     rank = {"sft": 0, "pair": 1, "quad": 2}
     usable = [e.reduced_to(need) for e in examples if rank[e.kind] >= rank[need]]
     if not usable:
-        kinds = sorted({e.kind for e in examples}) or ["no rows"]
-        raise InputError(f"{path}: method {method} needs {need} examples, the file holds {', '.join(kinds)}")
+        raise InputError(no_examples_line(path, method, need, examples))
     return usable
+
+
+def no_examples_line(path: Path, method: str, need: str, examples: list[Example]) -> str:
+    if path.name == "manifest.json" and not examples:  # the build made none: say which split, and why it may be
+        split = SPLIT_FOR[method]
+        return (f"{path.parent}: the {split} split has no rows, nothing to train {method} on (see the funnel: "
+                f"trace-build status {path.parent}; a build of more seeds makes more)")
+    kinds = sorted({e.kind for e in examples}) or ["no rows"]
+    return f"{path}: method {method} needs {need} examples, the file holds {', '.join(kinds)}"
 
 
 def _from_manifest(path: Path, method: str) -> list[Example]:
@@ -123,7 +132,7 @@ def _from_sharegpt(path: Path) -> list[Example]:
             y2 = _turn(path, i, "rejected", row.get("rejected"), "gpt")
             prompts = [_turn(path, i, f"conversations[{j}]", t, "human") for j, t in enumerate(turns)]
             if len(prompts) > 2:
-                raise InputError(f"{path}: row {i}: field 'conversations' has {len(prompts)} turns; "
+                raise InputError(f"{path}: row {i}: field 'conversations' has {plural(len(prompts), 'turn')}; "
                                  "ranking rows take one (DPO) or two (IOPO: x1, x2)")
             x2 = prompts[1] if len(prompts) == 2 else None
             examples.append(Example(content_id(system, prompts, y1, y2), system, prompts[0], y1, y2, x2))
