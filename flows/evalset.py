@@ -45,6 +45,20 @@ def load_eval_rows(source: str | Path | None, taxonomy, limit: int | None = None
     return rows
 
 
+def count_rows(path: Path) -> int:
+    """How many rows (non-blank lines) a JSON-lines file holds, without reading them: what a
+    --limit or --sample run is a part of."""
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def coverage(in_data: int, evaluated: int, limit: int | None, sample: int | None) -> dict:
+    """What part of its data a run evaluated: {"in_data": rows in the file, "selected_by": the
+    options that left some out ("--limit 3"), None when every row was evaluated}, for Table 3's `*`."""
+    flags = " ".join(f"--{name} {value}" for name, value in (("limit", limit), ("sample", sample)) if value)
+    return {"in_data": in_data, "selected_by": flags if evaluated < in_data else None}
+
+
 def spread_sample(rows: list[dict], n: int) -> list[dict]:
     """n rows spread evenly over the file: a quick run that sees IF-S and IF-M rows alike (the
     official file lists its single-constraint rows first), the same rows every time."""

@@ -11,9 +11,10 @@ recorded beside the score. Then:
     overall          the overall score is 10,
 with breakdowns by dimension (share of constraints passed), constraint count and category, and
 the agreement of rules and judge. A row whose answer failed by the model's own doing (too long,
-empty) counts as not followed. A row left without an answer by the server (unreachable, errors)
-or without scores by the judge is not scored: it is listed under `failures` and `unscored`, and
-a rerun asks again (everything else comes from the request cache).
+empty) counts as not followed, in every table. A row left without an answer by the server
+(unreachable, errors) or without scores by the judge is not scored: it is listed under
+`failures` and `unscored`, in every table's own column, and a rerun asks again (everything else
+comes from the request cache).
 
     result = await evaluate(cfg, progress)   # -> <out>/rows.parquet, <out>/results.json
 """
@@ -39,8 +40,9 @@ from flows.rules import (accept_checks, agreement, checkable_constraints, checka
                          needs_checks, passes)
 from flows.stages.respond import grade_schema, scores_from
 from flows.store import to_table, write_json_atomic, write_table_atomic
+from flows.suites import SUITES, tally_line
 from flows.taxonomy import Taxonomy, load_taxonomy
-from flows.evalset import load_eval_rows, resolve_eval_path, spread_sample
+from flows.evalset import count_rows, coverage, load_eval_rows, resolve_eval_path, spread_sample
 
 log = logging.getLogger("trace_build.eval")
 PHASES = ["answer", "judge"]
@@ -122,49 +124,74 @@ def _share(rows: list[dict], key: str) -> dict:
     return {"n": len(rows), "followed": followed, "rate": round(followed / len(rows), 4) if rows else None}
 
 
-def _readings(rows: list[dict], unscored: int = 0) -> dict:
-    return {"strict": _share(rows, "followed_strict"), "with_rules": _share(rows, "followed_with_rules"),
-            "overall": _share(rows, "followed_overall"), "unscored": unscored}
-
-
 def is_scored(row: dict) -> bool:
     return row["failure"] is None or row["failure"].startswith("answer_failed")
 
 
+def _readings(rows: list[dict]) -> dict:
+    """The three readings over the scored rows of a group, and how its rows that failed stand:
+    answers the model failed (among the scored, as not followed) and unscored (left out)."""
+    scored = [r for r in rows if is_scored(r)]
+    return {"strict": _share(scored, "followed_strict"), "with_rules": _share(scored, "followed_with_rules"),
+            "overall": _share(scored, "followed_overall"), "answer_failed": sum(1 for r in scored if r["failure"]),
+            "unscored": len(rows) - len(scored)}
+
+
+def _by_dimension(rows: list[dict], policy: str) -> dict:
+    """Per dimension, the constraints of scored rows (those of an answer the model failed count,
+    as not passed: the row has no scores) and of unscored rows (not counted)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        if r["failure"]:  # no scores: an answer the model failed (counted, not passed), or unscored
+            kind = "answer_failed" if is_scored(r) else "unscored"
+            for constraint in r["constraints"]:
+                counts[constraint["dimension"]][kind] += 1
+            continue
+        for score, constraint in zip(r["scores"], r["constraints"]):
+            k = counts[constraint["dimension"]]
+            k["scored"] += 1
+            k["passed"] += int(score["score"] == 10)
+            k["passed_with_rules"] += int(passes(score, policy))
+    return {d: _dimension_share(k) for d, k in sorted(counts.items())}
+
+
+def _dimension_share(k: Counter) -> dict:
+    n = k["scored"] + k["answer_failed"]
+    return {"n": n, "passed": k["passed"], "rate": round(k["passed"] / n, 4) if n else None,
+            "passed_with_rules": k["passed_with_rules"],
+            "rate_with_rules": round(k["passed_with_rules"] / n, 4) if n else None,
+            "answer_failed": k["answer_failed"], "unscored": k["unscored"]}
+
+
+def _groups(rows: list[dict], key) -> dict:
+    groups: dict = defaultdict(list)
+    for r in rows:
+        groups[key(r)].append(r)
+    return groups
+
+
 def compute_metrics(rows: list[dict], policy: str = "both") -> dict:
     """IF-S, IF-M and the breakdowns over evaluated rows (EVAL_ROW dicts), read from their scores
-    under `policy` (so one set of rows can be summarised under each policy)."""
-    scored = [{**r, **(NOT_FOLLOWED if r["failure"] else followed(r["scores"], r["overall"], policy))}
-              for r in rows if is_scored(r)]
+    under `policy` (so one set of rows can be summarised under each policy). Every breakdown
+    holds every row: scored (an answer the model failed, as not followed) or unscored."""
+    rows = [{**r, **(NOT_FOLLOWED if r["failure"] else followed(r["scores"], r["overall"], policy))}
+            if is_scored(r) else r for r in rows]
+    scored = [r for r in rows if is_scored(r)]
     unscored = [r for r in rows if not is_scored(r)]
-    by_dimension: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for r in scored:
-        for score, constraint in zip(r["scores"], r["constraints"]):
-            counts = by_dimension[constraint["dimension"]]
-            counts[0] += 1
-            counts[1] += int(score["score"] == 10)
-            counts[2] += int(passes(score, policy))
-    by_count: dict[int, list[dict]] = defaultdict(list)
-    by_category: dict[str, list[dict]] = defaultdict(list)
-    for r in scored:
-        by_count[r["n_constraints"]].append(r)
-        by_category[r["category"] or "-"].append(r)
     return {
         "rows": len(rows), "scored": len(scored), "unscored": len(unscored),
         "incomplete": sum(1 for r in unscored if r["failure"].split(":")[1] in SERVER_FAILURES),
         "failures": dict(Counter(r["failure"] for r in rows if r["failure"])),
         "checks_failures": sum(1 for r in rows if r["checks_failure"]),
         "rule_policy": policy,
-        "if_s": _readings([r for r in scored if r["n_constraints"] == 1],
-                          sum(1 for r in unscored if r["n_constraints"] == 1)),
-        "if_m": _readings([r for r in scored if r["n_constraints"] > 1],
-                          sum(1 for r in unscored if r["n_constraints"] > 1)),
-        "all": _readings(scored, len(unscored)),
-        "by_dimension": {d: {"n": n, "passed": k, "rate": round(k / n, 4), "passed_with_rules": kr,
-                             "rate_with_rules": round(kr / n, 4)} for d, (n, k, kr) in sorted(by_dimension.items())},
+        "if_s": _readings([r for r in rows if r["n_constraints"] == 1]),
+        "if_m": _readings([r for r in rows if r["n_constraints"] > 1]),
+        "all": _readings(rows),
+        "by_dimension": _by_dimension(rows, policy),
         "answers_from_cache": sum(1 for r in rows if r.get("answer_cached")),
-        "by_constraint_count": {str(k): _readings(v) for k, v in sorted(by_count.items())},
-        "by_category": {k: _readings(v) for k, v in sorted(by_category.items())},
+        "by_constraint_count": {str(k): _readings(v) for k, v in
+                                sorted(_groups(rows, lambda r: r["n_constraints"]).items())},
+        "by_category": {k: _readings(v) for k, v in sorted(_groups(rows, lambda r: r["category"] or "-").items())},
         "rule_agreement": agreement([(r["scores"], r["constraints"]) for r in scored]),
     }
 
@@ -173,29 +200,47 @@ def _rate(share: dict) -> str:
     return "-" if share["rate"] is None else f"{100 * share['rate']:.1f} ({share['followed']}/{share['n']})"
 
 
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}"
+
+
+def _readings_row(label: str, m: dict) -> str:
+    return (f"| {label} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} "
+            f"| {m['answer_failed']} | {m['unscored']} |")
+
+
 def results_markdown(metrics: dict) -> str:
     return metrics_markdown(metrics, metrics["model"], metrics["judge"])
 
 
+def summary_line(metrics: dict) -> str:
+    """The shared tally (scored + unscored = rows; the model's own failures apart), then the
+    rule checks' own failures (the judge still scored those rows) and the policy."""
+    line = tally_line(SUITES["trace"], metrics)
+    if metrics["checks_failures"]:
+        line += f"; rule checks not extracted for {metrics['checks_failures']} rows (judged without them)"
+    return line + f"; rule policy: {metrics['rule_policy']}."
+
+
+# the columns of a row-level table after its readings: how its failed rows stand
+FAILED_COLUMNS = "| answer failed (not followed) | unscored (not counted) |"
+
+
 def metrics_markdown(metrics: dict, model: str, judge: str) -> str:
     """The result tables, for the Prefect artifact and the terminal."""
-    head = "| | strict (every constraint 10) | with rule checks | overall == 10 |\n|---|---|---|---|\n"
-    lines = [f"# Trace evaluation: `{model}` judged by `{judge}`", "",
-             f"{metrics['scored']} of {metrics['rows']} rows scored; failures: {metrics['failures'] or 'none'}; "
-             f"rule policy: {metrics['rule_policy']}.", "", head.rstrip()]
-    for name, key in (("IF-S", "if_s"), ("IF-M", "if_m"), ("all", "all")):
-        m = metrics[key]
-        lines.append(f"| {name} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |")
+    head = "| | strict (every constraint 10) | with rule checks | overall == 10 " + FAILED_COLUMNS
+    rule = "|---" * 6 + "|"
+    lines = [f"# Trace evaluation: `{model}` judged by `{judge}`", "", summary_line(metrics), "", head, rule]
+    lines += [_readings_row(name, metrics[key]) for name, key in (("IF-S", "if_s"), ("IF-M", "if_m"), ("all", "all"))]
     lines += ["", "## By dimension (constraints scored 10; with rule checks)", "",
-              "| dimension | constraints | scored 10 | rate | rate with rules |", "|---|---|---|---|---|"]
-    lines += [f"| {d} | {m['n']} | {m['passed']} | {100 * m['rate']:.1f} | {100 * m['rate_with_rules']:.1f} |"
-              for d, m in metrics["by_dimension"].items()]
-    lines += ["", "## By constraint count", "", "| constraints | " + head.split("| |", 1)[1].strip()]
-    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |"
-              for k, m in metrics["by_constraint_count"].items()]
-    lines += ["", "## By category", "", "| category | " + head.split("| |", 1)[1].strip()]
-    lines += [f"| {k} | {_rate(m['strict'])} | {_rate(m['with_rules'])} | {_rate(m['overall'])} |"
-              for k, m in metrics["by_category"].items()]
+              "| dimension | constraints | scored 10 | rate | rate with rules | in failed answers (not followed) "
+              "| in unscored rows (not counted) |", "|---" * 7 + "|"]
+    lines += [f"| {d} | {m['n']} | {m['passed']} | {_pct(m['rate'])} | {_pct(m['rate_with_rules'])} "
+              f"| {m['answer_failed']} | {m['unscored']} |" for d, m in metrics["by_dimension"].items()]
+    lines += ["", "## By constraint count", "", "| constraints " + head[2:], rule]
+    lines += [_readings_row(k, m) for k, m in metrics["by_constraint_count"].items()]
+    lines += ["", "## By category", "", "| category " + head[2:], rule]
+    lines += [_readings_row(k, m) for k, m in metrics["by_category"].items()]
     return "\n".join(lines) + "\n" + agreement_markdown(metrics["rule_agreement"])
 
 
@@ -221,7 +266,9 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
         cache.close()
         checks_cache.close()
     metrics = compute_metrics(results, cfg.rule_policy)
-    metrics |= {"data": str(resolve_eval_path(cfg.data)), "model": results[0]["model"],
+    path = resolve_eval_path(cfg.data)
+    metrics |= coverage(count_rows(path), len(rows), cfg.limit, cfg.sample)
+    metrics |= {"data": str(path), "model": results[0]["model"],
                 "judge": results[0]["judge_model"], "seconds": round(time.time() - started, 2),
                 "settings": {"answer_temperature": cfg.answer_temperature, "judge_temperature": cfg.judge_temperature,
                              "seed": cfg.seed, "rule_checks": cfg.rule_checks},

@@ -15,7 +15,7 @@ from pathlib import Path
 from flows.config import ConfigError, EvalConfig
 from flows.contracts import request_seed
 from flows.errors import InputError
-from flows.evalset import spread_sample
+from flows.evalset import coverage, spread_sample
 from flows.llm.backends import client_for, llm_endpoints
 from flows.llm.cache import RequestCache
 from flows.llm.client import MODEL_FAILURES, SERVER_FAILURES, LLMCall, LLMClient, LLMFailure
@@ -146,14 +146,16 @@ class Benchmark:
     extra: Callable[[EvalConfig, list], dict] = lambda cfg, rows: {}  # more metrics
 
 
-async def run_benchmark(bench: Benchmark, cfg: EvalConfig, path: Path, rows: list, progress) -> SuiteResult:
-    """Every row answered by the model and judged, in <out>: responses.jsonl, judgments.jsonl,
-    results.json and results.md, and the request cache, so a rerun pays for nothing it has asked."""
+async def run_benchmark(bench: Benchmark, cfg: EvalConfig, path: Path, every: list, progress) -> SuiteResult:
+    """The rows of `every` (the file's) that --limit / --sample pick, answered by the model and
+    judged, in <out>: responses.jsonl, judgments.jsonl, results.json and results.md, and the
+    request cache, so a rerun pays for nothing it has asked."""
     from flows.aio import gather_or_cancel
     from flows.prompts import default_library
     from flows.store import write_json_atomic
 
     started = time.time()
+    rows = pick(every, cfg.limit, cfg.sample)
     prompts = default_library()
     templates = {name: prompts.version(name) for name in bench.templates}  # a broken template fails now
     out_dir = Path(cfg.out)
@@ -172,7 +174,7 @@ async def run_benchmark(bench: Benchmark, cfg: EvalConfig, path: Path, rows: lis
         **bench.aggregate(rows, {line[bench.row_id]: line["verdicts"] for line in lines}),
         "incomplete": sum(1 for line in lines if line["verdicts"] is None and is_server_failure(line["failure"])),
         "failures": count_failures(lines), "answers_from_cache": sum(1 for line in lines if line["answer_cached"]),
-        **bench.extra(cfg, rows),
+        **coverage(len(every), len(rows), cfg.limit, cfg.sample), **bench.extra(cfg, rows),
         "seconds": round(time.time() - started, 2),
         "settings": {"answer_temperature": cfg.answer_temperature, "answer_max_tokens": cfg.answer_max_tokens,
                      "judge_temperature": cfg.judge_temperature, "judge_max_tokens": cfg.judge_max_tokens,

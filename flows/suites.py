@@ -7,7 +7,8 @@ suite is adding an entry.
     print(suite.markdown()(result.metrics)); lines = unscored_lines({suite.name: result.metrics})
 
 The code a suite runs is named by "module:function" and imported when used, so that reading this
-table (as the config and the CLI's help do) loads none of it.
+table (as the config and the CLI's help do) loads none of it. Every suite's results open with the
+same tally (summary_lines: scored + unscored = all, the model's own failures apart).
 """
 from __future__ import annotations
 
@@ -57,8 +58,7 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
         name="trace", title="Trace", help="the Trace protocol with a judge (IF-S, IF-M)",
         run="flows.evaluation:evaluate", markdown_of="flows.evaluation:results_markdown",
         artifact=("trace-eval-results", "IF-S / IF-M and breakdowns of the Trace evaluation"),
-        files="rows: {out}/rows.parquet  results: {out}/results.json  (answer: the model's answers, judge: "
-              "their scores)",
+        files="rows: {out}/rows.parquet (each row's answer and the judge's scores)  results: {out}/results.json",
         unit="rows", total="rows", defaults={"out": "runs/eval", "answer_temperature": 0.1},
         columns=(("trace_if_s", "Trace IF-S"), ("trace_if_m", "Trace IF-M")),
         table=lambda m: {"trace_if_s": _rate(m["if_s"]["strict"]["rate"]),
@@ -110,11 +110,52 @@ def suite_names() -> list[str]:
     return [*SUITES, ALL]
 
 
+MODEL_FAILED = "answer_failed:"  # the model's own failure (too long, empty): scored, as not followed
+
+
+def why_text(counts: dict[str, int]) -> str:
+    """failure -> count as the lines say it: "judge_failed unparseable_output 2, ..."."""
+    return ", ".join(f"{reason.replace(':', ' ')} {count}" for reason, count in sorted(counts.items()))
+
+
+def unscored_reasons(failures: dict[str, int]) -> dict[str, int]:
+    """The failures that leave a row unscored. A model's own failure (answer_failed: too long,
+    empty) is scored, as not followed; anything else is not."""
+    return {k: v for k, v in failures.items() if not k.startswith(MODEL_FAILED)}
+
+
 def unscored(suite: Suite, metrics: dict) -> tuple[int, dict[str, int]]:
-    """How many rows the suite left unscored, and why (failure -> count). A model's own failure
-    (answer_failed: too long, empty) is scored, as not followed; anything else is not."""
-    reasons = {k: v for k, v in metrics["failures"].items() if not k.startswith("answer_failed:")}
-    return metrics[suite.total] - metrics["scored"], reasons
+    """How many rows the suite left unscored, and why (failure -> count)."""
+    return metrics[suite.total] - metrics["scored"], unscored_reasons(metrics["failures"])
+
+
+def failed_answers(metrics: dict) -> dict[str, int]:
+    """The answers the model failed by itself, by kind (output_too_long -> count): scored rows."""
+    return {k.removeprefix(MODEL_FAILED): v for k, v in metrics["failures"].items() if k.startswith(MODEL_FAILED)}
+
+
+def tally_line(suite: Suite, metrics: dict) -> str:
+    """The first line of every suite's results, so that each reads alike and adds up: scored +
+    unscored = all; why rows are unscored (left out of every table); the answers the model failed
+    by itself (scored, as not followed), apart. Each failure is in exactly one of the two."""
+    n, reasons = unscored(suite, metrics)
+    line = f"{metrics['scored']} of {metrics[suite.total]} {suite.unit} scored, {n} unscored"
+    if n:
+        line += f" (not counted: {why_text(reasons) or 'no reason recorded'})"
+    own = failed_answers(metrics)
+    if own:
+        line += f"; answers the model failed by itself (counted as not followed): {why_text(own)}"
+    return line
+
+
+def summary_lines(suite: Suite, metrics: dict) -> list[str]:
+    """The tally, and where rows failed, how they stand in the tables below (for the suites whose
+    tables have no column of their own for them)."""
+    n, _ = unscored(suite, metrics)
+    own = sum(failed_answers(metrics).values())
+    parts = ([f"{suite.unit} whose answer the model failed ({own}) count as not followed"] if own else []) + \
+        ([f"unscored {suite.unit} ({n}) are left out"] if n else [])
+    return [f"{tally_line(suite, metrics)}."] + ([f"In every table below, {'; '.join(parts)}."] if parts else [])
 
 
 def unscored_line(suite: Suite, metrics: dict) -> str | None:
@@ -122,10 +163,10 @@ def unscored_line(suite: Suite, metrics: dict) -> str | None:
     n, reasons = unscored(suite, metrics)
     if not n:
         return None
-    why = ", ".join(f"{reason.replace(':', ' ')} {count}" for reason, count in sorted(reasons.items()))
     rerun = ("; rerun the same command to finish the ones servers left (answers so far are cached)"
              if metrics.get("incomplete") else "")
-    return f"{suite.title}: {n} of {metrics[suite.total]} {suite.unit} unscored: {why or 'no reason recorded'}{rerun}"
+    why = why_text(reasons) or "no reason recorded"
+    return f"{suite.title}: {n} of {metrics[suite.total]} {suite.unit} unscored: {why}{rerun}"
 
 
 def unscored_lines(done: dict[str, dict]) -> list[str]:

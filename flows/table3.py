@@ -14,8 +14,10 @@ or the judge is started once for all of them. The table has the paper's columns:
     CFBench CSR/ISR/PSR   the full set (easy and hard)
     ComplexBench          DRFR (dependencies applied), in the language of --lang
 
-with the paper's Qwen2-7B IOPO row beside it for reference. <out>/results.md and results.json
-hold the table; each suite's folder holds its own results.
+with the paper's Qwen2-7B IOPO row beside it for reference. A column computed from part of its
+benchmark (rows left out by --limit / --sample, or left unscored) is marked `*`, and a note says
+from how many rows and why. <out>/results.md and results.json hold the table; each suite's
+folder holds its own results.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from flows.config import EvalConfig
 from flows.llm.backends import llm_endpoints
 from flows.progress import NoProgress, Progress
 from flows.store import write_json_atomic, write_text_atomic
-from flows.suites import SUITES, unscored
+from flows.suites import SUITES, unscored, unscored_reasons, why_text
 
 PAPER_ROW = "Qwen2-7B IOPO (the IOPO paper)"
 PAPER_QWEN2_7B_IOPO = {"trace_if_s": 82.0, "trace_if_m": 68.9, "ifeval_s_acc": 59.9, "ifeval_l_acc": 63.6,
@@ -91,13 +93,19 @@ def table_values(suites: dict) -> dict:
     return values
 
 
-def _cell(value: float | None, incomplete: bool) -> str:
-    return "-" if value is None else f"{value:.1f}" + ("*" if incomplete else "")
+def _cell(value: float | None, partial: bool) -> str:
+    return "-" if value is None else f"{value:.1f}" + ("*" if partial else "")
 
 
-def _incomplete_columns(metrics: dict) -> set[str]:
-    """The columns of suites that left rows unscored."""
-    return {key for suite, key, _ in columns() if metrics["suites"].get(suite, {}).get("unscored")}
+def _partial(info: dict) -> bool:
+    """Whether a suite's numbers come from part of its benchmark: rows left out by --limit /
+    --sample, or left unscored. (Results of an older run, without in_data: unscored only.)"""
+    return info["scored"] < info.get("in_data", info["scored"] + info["unscored"])
+
+
+def _partial_columns(metrics: dict) -> set[str]:
+    """The columns of suites whose numbers come from part of their benchmark."""
+    return {key for suite, key, _ in columns() if suite in metrics["suites"] and _partial(metrics["suites"][suite])}
 
 
 def _rows_markdown(rows: list[tuple[str, dict]]) -> list[str]:
@@ -105,22 +113,35 @@ def _rows_markdown(rows: list[tuple[str, dict]]) -> list[str]:
     header = [name for _, _, name in columns()]
     lines = ["| model | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for label, metrics in rows:
-        incomplete = _incomplete_columns(metrics)
-        lines.append(f"| {label} | " + " | ".join(_cell(metrics["table"].get(key), key in incomplete)
+        partial = _partial_columns(metrics)
+        lines.append(f"| {label} | " + " | ".join(_cell(metrics["table"].get(key), key in partial)
                                                  for _, key, _ in columns()) + " |")
     paper = rows[0][1]["paper"]
     lines += [f"| {PAPER_ROW} | " + " | ".join(_cell(paper.get(key), False) for _, key, _ in columns()) + " |", ""]
     return lines
 
 
-def _notes(metrics: dict, incomplete: bool) -> list[str]:
-    """What each column is read from, what did not run, and the judges' caveat."""
+def _partial_note(suite: str, info: dict) -> str:
+    """Why a suite's columns are marked: "Trace: from 3 of 1,042 rows (--limit 3)"."""
+    entry = SUITES[suite]
+    evaluated = info["scored"] + info["unscored"]
+    why = [info["selected_by"]] if info.get("selected_by") else []
+    if info["unscored"]:
+        reasons = why_text(unscored_reasons(info.get("failures", {})))
+        why.append(f"{info['unscored']} unscored" + (f": {reasons}" if reasons else ""))
+    return (f"- \\* {entry.title}: from {info['scored']:,} of {info.get('in_data', evaluated):,} {entry.unit}"
+            + (f" ({'; '.join(why)})" if why else "") + ".")
+
+
+def _notes(metrics: dict) -> list[str]:
+    """What each column is read from, what did not run, which columns come from part of their
+    benchmark and why, and the judges' caveat."""
     lines = [f"- {SUITES[suite].reading.format(n=info['scored'], lang=info.get('lang'))}; results in "
              f"`{info['out']}`." for suite, info in metrics["suites"].items()]
     lines += [f"- {SUITES[suite].title} not run: {why}." for suite, why in metrics["not_run"].items()]
-    if incomplete:
-        lines.append("- \\* incomplete: unscored rows are not counted (how many and why: each suite's results); "
-                     "rerun the same command to finish the ones servers left (answered rows come from the caches).")
+    lines += [_partial_note(suite, info) for suite, info in metrics["suites"].items() if _partial(info)]
+    if any(info["incomplete"] for info in metrics["suites"].values()):
+        lines.append("- Rerun the same command to finish the rows servers left (answered rows come from the caches).")
     return lines + ["", ("The paper's judges: CFBench's numbers come from a GPT-4o judge and ComplexBench's from "
                          "GPT-4, as their authors evaluate; a run judged by another model is not comparable with them.")]
 
@@ -129,7 +150,7 @@ def table_markdown(metrics: dict) -> str:
     """Table 3 as markdown: this run's row and the paper's, then what each column is read from."""
     lines = [f"# Table 3: `{metrics['model']}` (judge `{metrics['judge']}`)", ""]
     lines += _rows_markdown([(f"`{metrics['model']}` (this run)", metrics)])
-    lines += _notes(metrics, bool(_incomplete_columns(metrics)))
+    lines += _notes(metrics)
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +164,7 @@ def comparison_markdown(rows: list[tuple[str, dict]]) -> str:
               + (" (itself: give evaluate_after a judge to compare models fairly)"
                  if metrics["judge"] == metrics["model"] else "") + f"; results in `{metrics['out']}`."
               for label, metrics in rows]
-    lines += _notes(rows[0][1], any(_incomplete_columns(m) for _, m in rows))
+    lines += _notes(rows[0][1])
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +190,7 @@ async def evaluate_all(cfg: EvalConfig, progress: Progress = NoProgress()) -> Al
         "suites": {suite: {"out": str(result.out_dir), "incomplete": result.metrics["incomplete"],
                            "unscored": unscored(SUITES[suite], result.metrics)[0],
                            "scored": result.metrics["scored"], "failures": result.metrics["failures"],
+                           **{k: result.metrics[k] for k in ("in_data", "selected_by") if k in result.metrics},
                            **({"lang": result.metrics["lang"]} if "lang" in result.metrics else {})}
                    for suite, result in results.items()},
         "not_run": {name: suite.missing for name, suite in SUITES.items() if name not in results},

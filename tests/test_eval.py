@@ -45,10 +45,13 @@ def test_if_s_and_if_m_strict_with_rules_and_overall_differ_where_they_should():
     assert m["if_s"]["overall"] == {"n": 4, "followed": 3, "rate": 0.75}      # s1, s2, s3
     assert m["if_m"]["strict"] == {"n": 3, "followed": 1, "rate": 0.3333}     # m1 of m1, m2, m3
     assert m["if_m"]["overall"]["followed"] == 1 and m["if_m"]["unscored"] == 2
+    assert m["if_m"]["answer_failed"] == 1 and m["all"]["answer_failed"] == 1 and m["if_s"]["answer_failed"] == 0
     assert m["by_constraint_count"]["3"]["strict"]["n"] == 2
-    # constraint level: 10 numerical constraints scored (s1..s4: 4, m1: 3, m2: 3); 8 scored 10, 7 with rules
-    assert m["by_dimension"]["numerical"] == {"n": 10, "passed": 8, "rate": 0.8, "passed_with_rules": 7,
-                                              "rate_with_rules": 0.7}
+    assert (m["by_constraint_count"]["2"]["strict"]["n"], m["by_constraint_count"]["2"]["unscored"]) == (1, 2)
+    # constraint level: 12 numerical constraints scored (s1..s4: 4, m1: 3, m2: 3, m3's failed answer: 2, not
+    # passed); 8 scored 10, 7 with rules; m4 and m5's 4 unscored, not counted
+    assert m["by_dimension"]["numerical"] == {"n": 12, "passed": 8, "rate": 0.6667, "passed_with_rules": 7,
+                                              "rate_with_rules": 0.5833, "answer_failed": 2, "unscored": 4}
     assert m["rule_agreement"]["all"] == {"n": 1, "agree": 0, "rate": 0.0}  # the one verdict disagrees
     judge_only = compute_metrics(rows, policy="judge")
     assert judge_only["if_s"]["with_rules"] == m["if_s"]["strict"]  # s3 passes when the judge alone decides

@@ -25,13 +25,14 @@ def pct(rate):
 
 
 def expected_row(out):
-    """This run's Table 3 cells, read from each suite's own results.json."""
+    """This run's Table 3 cells, read from each suite's own results.json; a --sample run of each
+    suite: every cell marked as from part of its benchmark."""
     trace, ifeval, cf, cb = (json.loads((out / s / "results.json").read_text())
                              for s in ("trace", "ifeval", "cfbench", "complexbench"))
     cells = [trace["if_s"]["strict"]["rate"], trace["if_m"]["strict"]["rate"], ifeval["strict"]["prompt_level"]["rate"],
              ifeval["loose"]["prompt_level"]["rate"], cf["full"]["CSR"], cf["full"]["ISR"], cf["full"]["PSR"],
              cb["drfr"]["rate"]]
-    return "| `simulated-trace` (this run) | " + " | ".join(pct(c) for c in cells) + " |"
+    return "| `simulated-trace` (this run) | " + " | ".join(pct(c) + "*" for c in cells) + " |"
 
 
 @pytest.mark.slow
@@ -101,14 +102,63 @@ def test_the_table_marks_incomplete_suites_and_leaves_missing_ones_empty():
                          "cfbench_csr": None, "cfbench_isr": None, "cfbench_psr": None, "complexbench": 70.1},
                "paper": {"row": "x", **PAPER_QWEN2_7B_IOPO},
                "suites": {"trace": {"out": "o/trace", "incomplete": 0, "unscored": 0, "scored": 10},
-                          "ifeval": {"out": "o/ifeval", "incomplete": 2, "unscored": 2, "scored": 8},
+                          "ifeval": {"out": "o/ifeval", "incomplete": 2, "unscored": 2, "scored": 8,
+                                     "failures": {"answer_unavailable:server_error": 2}},
                           "complexbench": {"out": "o/complexbench", "incomplete": 0, "unscored": 0, "scored": 5,
                                            "lang": "en"}},
                "not_run": {"cfbench": "no data file"}}
     text = table_markdown(metrics)
     assert "| `m` (this run) | 81.2 | 70.0 | 55.5* | 60.0* | - | - | - | 70.1 |" in text
-    assert PAPER in text and "CFBench not run: no data file." in text and "\\* incomplete" in text
+    assert PAPER in text and "CFBench not run: no data file." in text
+    assert "- \\* IFEval: from 8 of 10 prompts (2 unscored: answer_unavailable server_error 2)." in text
+    assert "Rerun the same command to finish the rows servers left" in text
     assert "ComplexBench: DRFR with dependencies (en), 5 instructions" in text
+
+
+def suite_info(scored, in_data, unscored=0, selected_by=None, failures=None):
+    """A suite's entry in the `all` results: scored rows of the in_data the benchmark holds."""
+    return {"out": "o", "incomplete": 0, "unscored": unscored, "scored": scored, "in_data": in_data,
+            "selected_by": selected_by, "failures": failures or {}}
+
+
+def test_a_column_from_part_of_its_benchmark_is_marked_and_the_note_says_why():
+    metrics = {"model": "m", "judge": "j", "paper": {"row": "x", **PAPER_QWEN2_7B_IOPO}, "not_run": {},
+               "table": {"trace_if_s": 66.7, "trace_if_m": None, "ifeval_s_acc": 50.0, "ifeval_l_acc": 60.0,
+                         "cfbench_csr": 70.0, "cfbench_isr": 40.0, "cfbench_psr": 50.0, "complexbench": 75.0},
+               "suites": {"trace": suite_info(3, 1042, selected_by="--limit 3"),  # a --limit: part of it
+                          "ifeval": suite_info(541, 541),  # every prompt: no mark
+                          "cfbench": suite_info(4, 4, failures={"answer_failed:output_too_long": 1}),
+                          "complexbench": suite_info(3, 10, unscored=1, selected_by="--sample 4",
+                                                     failures={"judge_failed:unparseable_output": 1})}}
+    text = table_markdown(metrics)
+    # an empty cell stays empty; the model's own failures are scored: CFBench is whole
+    assert "| `m` (this run) | 66.7* | - | 50.0 | 60.0 | 70.0 | 40.0 | 50.0 | 75.0* |" in text
+    assert "- \\* Trace: from 3 of 1,042 rows (--limit 3)." in text
+    assert ("- \\* ComplexBench: from 3 of 10 instructions (--sample 4; 1 unscored: judge_failed unparseable_output "
+            "1).") in text
+    assert "IFEval: from" not in text and "CFBench: from" not in text and "Rerun" not in text
+    older = {**metrics, "suites": {"trace": {"out": "o", "incomplete": 0, "unscored": 0, "scored": 3}}}
+    assert "| 66.7 |" in table_markdown(older)  # results written before in_data: marked only when unscored
+
+
+def test_a_limited_run_of_all_suites_marks_its_columns_and_says_from_how_many_rows(tmp_path):
+    from flows.evalset import OFFICIAL_EVAL
+    from flows.ifeval.suite import IFEVAL_DATA
+
+    done = run_cli("eval", "--suite", "all", "--limit", 3, "--no-rule-checks", "--backend", "simulated",
+                   "--out", tmp_path / "all", "--quiet")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "(this run)" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    # --limit 3 takes IF-S rows only (the official file lists them first): IF-M stays empty, unmarked
+    assert cells[0].endswith("*") and cells[1] == "-" and all(c.endswith("*") for c in cells[2:4])
+    assert cells[4:] == ["-"] * 4
+    rows, prompts = (sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+                     for path in (OFFICIAL_EVAL, IFEVAL_DATA))
+    assert f"- \\* Trace: from 3 of {rows:,} rows (--limit 3)." in done.stdout
+    assert f"- \\* IFEval: from 3 of {prompts:,} prompts (--limit 3)." in done.stdout
+    results = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert results["suites"]["trace"]["in_data"] == rows and results["suites"]["trace"]["selected_by"] == "--limit 3"
 
 
 @pytest.mark.slow

@@ -32,10 +32,11 @@ from __future__ import annotations
 from flows.config import EvalConfig
 from flows.contracts import request_seed
 from flows.cfbench.metrics import aggregate
-from flows.judged_suite import Benchmark, SuiteResult, answer, data_file, pct, pick, run_benchmark, share_rows
+from flows.judged_suite import Benchmark, SuiteResult, answer, data_file, pct, run_benchmark, share_rows
 from flows.llm.client import LLMCall, LLMClient, LLMFailure
 from flows.progress import NoProgress, Progress
 from flows.prompts import PromptLibrary
+from flows.suites import SUITES, summary_lines
 
 PHASES = ["answer", "judge"]
 
@@ -85,7 +86,7 @@ async def evaluate_row(row, cfg: EvalConfig, model: LLMClient, judge: LLMClient,
 def metrics_markdown(metrics: dict) -> str:
     """The result tables, for the Prefect artifact, results.md and the terminal."""
     lines = [f"# CFBench: `{metrics['model']}` judged by `{metrics['judge']}`", "",
-             f"{metrics['scored']} of {metrics['rows']} rows scored; failures: {metrics['failures'] or 'none'}.", "",
+             *summary_lines(SUITES["cfbench"], metrics), "",
              "| set | rows | CSR | ISR | PSR |", "|---|---|---|---|---|"]
     for name in ("easy", "hard", "full"):
         m = metrics[name]
@@ -109,4 +110,4 @@ async def evaluate_cfbench(cfg: EvalConfig, progress: Progress = NoProgress()) -
     from flows.cfbench.data import load_rows
 
     path = data_file(cfg, cfg.cfbench_data, "cfbench", "PKU-Baichuan-MLSystemLab/CFBench, data/cfbench_data.json")
-    return await run_benchmark(CFBENCH, cfg, path, pick(load_rows(path), cfg.limit, cfg.sample), progress)
+    return await run_benchmark(CFBENCH, cfg, path, load_rows(path), progress)

@@ -43,10 +43,11 @@ from flows.complexbench.metrics import aggregate
 from flows.config import EvalConfig
 from flows.contracts import request_seed
 from flows.errors import InputError
-from flows.judged_suite import Benchmark, SuiteResult, answer, data_file, pct, pick, run_benchmark, share_rows
+from flows.judged_suite import Benchmark, SuiteResult, answer, data_file, pct, run_benchmark, share_rows
 from flows.llm.client import LLMCall, LLMClient, LLMFailure
 from flows.progress import NoProgress, Progress
 from flows.prompts import PromptLibrary
+from flows.suites import SUITES, summary_lines
 
 PHASES = ["answer", "judge"]  # judge: one per scoring question (extraction + rule, or the judge)
 INSTRUCTION_CHARS, RESPONSE_CHARS = 6000, 4000  # what the official extractor and judge see
@@ -136,8 +137,7 @@ def metrics_markdown(metrics: dict) -> str:
     """The result tables, for the Prefect artifact, results.md and the terminal."""
     drfr = metrics["drfr"]
     lines = [f"# ComplexBench ({metrics['lang']}): `{metrics['model']}` judged by `{metrics['judge']}`", "",
-             (f"{metrics['scored']} of {metrics['instructions']} instructions scored; "
-              f"failures: {metrics['failures'] or 'none'}."), "",
+             *summary_lines(SUITES["complexbench"], metrics), "",
              f"**DRFR: {pct(drfr['rate'])}** ({drfr['met']} of {drfr['n']} scoring questions met, dependencies applied)",
              "", ("The IOPO paper's ComplexBench (Table 3, Qwen2-7B IOPO): 72.6, judged by GPT-4 as ComplexBench's "
                   "authors judge; other judges give numbers that are not comparable."), ""]
@@ -175,4 +175,4 @@ async def evaluate_complexbench(cfg: EvalConfig, progress: Progress = NoProgress
     path = data_file(cfg, cfg.complexbench_data, "complexbench", "thu-coai/ComplexBench, data/data_final.json")
     every = load_rows(path)
     check_language(path, every, cfg.lang)
-    return await run_benchmark(COMPLEXBENCH, cfg, path, pick(every, cfg.limit, cfg.sample), progress)
+    return await run_benchmark(COMPLEXBENCH, cfg, path, every, progress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from flows.ifeval.instructions import check_instruction
+from flows.suites import SUITES, summary_lines
 
 MODES = ("strict", "loose")
 
@@ -75,8 +76,7 @@ def _pct(share: dict) -> str:
 def metrics_markdown(metrics: dict) -> str:
     """The result tables, for the Prefect artifact, results.md and the terminal."""
     strict, loose = metrics["strict"], metrics["loose"]
-    lines = [f"# IFEval: `{metrics['model']}`", "",
-             f"{metrics['scored']} of {metrics['prompts']} prompts scored; failures: {metrics['failures'] or 'none'}.", "",
+    lines = [f"# IFEval: `{metrics['model']}`", "", *summary_lines(SUITES["ifeval"], metrics), "",
              "| | strict | loose |", "|---|---|---|",
              f"| prompt-level | {_pct(strict['prompt_level'])} | {_pct(loose['prompt_level'])} |",
              f"| instruction-level | {_pct(strict['instruction_level'])} | {_pct(loose['instruction_level'])} |", "",

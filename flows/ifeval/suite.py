@@ -27,7 +27,7 @@ from pathlib import Path
 from flows.aio import gather_or_cancel
 from flows.config import EvalConfig
 from flows.contracts import request_seed
-from flows.evalset import spread_sample
+from flows.evalset import count_rows, coverage, spread_sample
 from flows.ifeval.instructions import kwargs_problem
 from flows.jsonl import json_objects
 from flows.ifeval.scoring import MODES, accuracy, metrics_markdown, result_line, verdicts
@@ -162,9 +162,11 @@ async def evaluate_ifeval(cfg: EvalConfig, progress: Progress = NoProgress()) ->
     for a in answers:
         if a["failure"]:
             failures[a["failure"]] = failures.get(a["failure"], 0) + 1
+    path = Path(cfg.data) if cfg.data else IFEVAL_DATA
     metrics = {
-        "suite": "ifeval", "data": str(Path(cfg.data) if cfg.data else IFEVAL_DATA), "model": model_name,
+        "suite": "ifeval", "data": str(path), "model": model_name,
         "responses": cfg.responses, "prompts": len(prompts), "scored": len(lines["strict"]),
+        **coverage(count_rows(path), len(prompts), cfg.limit, cfg.sample),
         "incomplete": sum(1 for a in answers if a["response"] is None), "failures": failures,
         "answers_from_cache": sum(1 for a in answers if a["cached"]),
         **by_mode,
