@@ -110,8 +110,8 @@ def test_train_then_table_3_with_the_base_evaluated_once(tiny_model_dir, toy_iop
 def test_mistakes_in_the_evaluation_settings_are_one_line_before_any_training(tiny_model_dir, toy_iopo_file,
                                                                               tmp_path):
     other = tmp_path / "eval.yaml"
-    other.write_text("model: {base_urls: ['http://127.0.0.1:9/v1']}\n", encoding="utf-8")
-    for after, message in (({"config": str(other)}, "would evaluate that server, not the trained model"),
+    other.write_text("model: {base_urls: ['http://127.0.0.1:9/v1']}\nanswer_max_tokens: 0\n", encoding="utf-8")
+    for after, message in (({"config": str(other)}, "answer_max_tokens"),
                            ({"cfbench_data": str(tmp_path / "no.json")}, "no.json")):
         out = tmp_path / "out"
         done = run_cli(*train_args(tiny_model_dir, toy_iopo_file, out, "--config",

@@ -113,10 +113,7 @@ def check(cfg: TrainConfig) -> None:
 
     settings = eval_config(eval_parameters(cfg, base_weights(cfg) if cfg.evaluate_after.base else cfg.model,
                                            Path("."), Path(".")))
-    if settings.model.base_urls:
-        raise ConfigError(f"evaluate_after.config: model.base_urls {settings.model.base_urls} would evaluate that "
-                          "server, not the trained model; leave base_urls out of its model section")
-    check_data(settings)
+    check_data(settings)  # (the served weights replace any model server of evaluate_after.config)
 
 
 def plan(cfg: TrainConfig, report: dict) -> list[Evaluation]:
