@@ -37,6 +37,7 @@ from flows.stages import default_stages
 from flows.stages.base import StageContext
 from flows.store import ShardStore
 from flows.taxonomy import load_taxonomy
+from flows.words import plural
 
 log = logging.getLogger("trace_build")
 
@@ -160,7 +161,7 @@ async def run_stages(cfg: RunConfig, store: ShardStore, progress: Progress = NoP
     n_shards = shard_count(count.rows, cfg.pipeline.shard_size)
     remove_stale_shards(store, n_shards, ["seeds"] + [stage.name for stage in stages])
     progress.start({stage.name: count.rows if PARENT[stage.name] == "seeds" else 0 for stage in stages})
-    log.info("%d seeds in %d shards (%d rejected on input)", count.rows, n_shards, count.rejects)
+    log.info("%s in %s (%d rejected on input)", plural(count.rows, "seed"), plural(n_shards, "shard"), count.rejects)
 
     clock = StageClock()
     cache = RequestCache(cfg.llm.cache_path or store.run_dir / "llm-cache.sqlite")

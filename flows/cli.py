@@ -17,7 +17,7 @@ from flows import aio, prefect_api
 from flows.config import BUILD_OPTIONS, ConfigError, build_overrides, load_config
 from flows.errors import InputError, StageBug, UserError
 from flows.llm.running import BackendError
-from flows.progress import TqdmProgress
+from flows.progress import StepProgress, TqdmProgress
 from flows.suites import SUITES, suite_names
 from flows.train.methods import METHODS
 
@@ -172,8 +172,6 @@ def cmd_train(args) -> int:
     except ImportError as exc:
         raise ConfigError(f"training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") \
             from None
-    from tqdm import tqdm
-
     from flows.train.config import load_train_config
     from flows.train.launch import TrainingFailed, run_training
     from flows.train.report import summary_markdown
@@ -192,14 +190,10 @@ def cmd_train(args) -> int:
         from flows.train.evaluate_after import check
 
         check(cfg)  # a mistake in the evaluation settings: one line now, not after the training
-    bar = None
+    steps = StepProgress(cfg.method, enabled=not args.quiet)
 
     def on_log(record: dict) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=record["total_steps"], desc=cfg.method, unit="step", disable=args.quiet)
-        bar.update(record["step"] - bar.n)
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        steps.update(record["step"], record["total_steps"], record["loss"])
 
     try:
         report = run_training(cfg, on_log=on_log)
@@ -207,8 +201,7 @@ def cmd_train(args) -> int:
         print(f"trace-build: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if bar is not None:
-            bar.close()
+        steps.close()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process gets here
         return 0
     print(summary_markdown(report))
@@ -266,11 +259,12 @@ def _run_evaluation(evaluation, progress):
 def _evaluation_status(done: dict[str, dict], out_dir) -> int:
     """Say what came from the cache; exit 1, in one line, when any suite left rows unscored."""
     from flows.suites import unscored_lines
+    from flows.words import plural
 
     cached = sum(metrics["answers_from_cache"] for metrics in done.values())
     if cached:
-        print(f"{cached} answers came from the request cache in {out_dir}; evaluate changed weights served under the "
-              "same name into a new --out")
+        print(f"{plural(cached, 'answer')} came from the request cache in {out_dir}; evaluate changed weights "
+              "served under the same name into a new --out")
     lines = unscored_lines(done)
     if lines:
         print("trace-build: error: " + "; ".join(lines), file=sys.stderr)

@@ -26,7 +26,7 @@ hf/
                          then the funnel, constraint-count histograms and dimension shares next to
                          the paper's, acceptance rates, models and template versions.
     Load a file with ``datasets.load_dataset("parquet", data_files={"train": "hf/sft.parquet"})``
-    or the folder with ``datasets.load_dataset("hf", "dpo")``.
+    or the folder with ``datasets.load_dataset("hf", config)``, config one the card lists.
 
 llamafactory/  (LLaMA-Factory ShareGPT layout; default tags: from / value / human / gpt)
     ``trace_sft.json``, ``trace_eval.json``: ``{"conversations": [{"from": "human", "value": x},
@@ -289,6 +289,22 @@ class SplitStats:
             self.zh[c.get("dimension")] = c.get("dimension_zh")
 
 
+def _tags(present: list[str]) -> list[str]:
+    """The card's tags; a preference tag only where that split has rows, as its config."""
+    pairs = [s for s in ("dpo", "iopo") if s in present]
+    return ["instruction-following", "complex-instructions", *(["preference"] if pairs else []), *pairs, "trace"]
+
+
+def _loading_text(present: list[str]) -> str:
+    """How to load the folder, naming only configs that have files (`datasets` refuses any other)."""
+    if not present:
+        return "No split has rows in this run: there is nothing to load."
+    names = ", ".join(f"`{s}`" for s in present)
+    return (f"Load one file with `datasets.load_dataset(\"parquet\", data_files={{\"{HF_SPLIT_NAME[present[0]]}\": "
+            f"\"{present[0]}.parquet\"}})`, or the folder with `datasets.load_dataset(path, \"{present[0]}\")` "
+            f"(configs: {names}).")
+
+
 def card_markdown(stats: dict[str, SplitStats], card: dict) -> str:
     """The Hugging Face dataset card (README.md) for the hf/ folder, from each split's stats."""
     card = card if isinstance(card, dict) else {}
@@ -303,7 +319,7 @@ def card_markdown(stats: dict[str, SplitStats], card: dict) -> str:
         "license": str(card.get("license") or "apache-2.0"),
         "language": ["zh", "en"],
         "task_categories": ["text-generation"],
-        "tags": ["instruction-following", "complex-instructions", "preference", "dpo", "iopo", "trace"],
+        "tags": _tags(present),
         "pretty_name": title,
         "size_categories": [_size_category(max((stats[s].rows for s in present), default=0))],
         "configs": configs,
@@ -324,8 +340,7 @@ def card_markdown(stats: dict[str, SplitStats], card: dict) -> str:
     out += _table(["config", "split", "rows", "file", "content"],
                   [[s, HF_SPLIT_NAME[s], stats[s].rows, f"{s}.parquet", what[s]] for s in present],
                   "llrll")
-    out += [("Load one with `datasets.load_dataset(\"parquet\", data_files={\"train\": \"sft.parquet\"})`, "
-             "or the folder with `datasets.load_dataset(path, \"dpo\")`."), ""]
+    out += [_loading_text(present), ""]
 
     out += ["## Funnel per stage", ""]
     funnel = card.get("funnel")

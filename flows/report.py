@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from flows.contracts import PAIR_STAGES, STAGES
 from flows.store import ShardStore, read_batches
+from flows.words import plural
 
 
 def _count(paths) -> int:
@@ -68,12 +69,13 @@ def cost_text(manifest: dict) -> str:
     if not runs:
         return ""
     last = runs[-1]
-    text = (f"this run: {last['requests']:,} requests paid, {last['cache_hits']:,} answers from the request cache, "
-            f"{last['prompt_tokens'] + last['completion_tokens']:,} tokens, {last['seconds']:,.0f} s")
+    text = (f"this run: {plural(last['requests'], 'request')} paid, {plural(last['cache_hits'], 'answer')} from the "
+            f"request cache, {plural(last['prompt_tokens'] + last['completion_tokens'], 'token')}, "
+            f"{last['seconds']:,.0f} s")
     if len(runs) > 1:
         total = manifest.get("usage_total") or {}
         requests = sum(stage.get("requests", 0) for stage in total.values())
-        text += f"; all {len(runs)} runs of this folder: {requests:,} requests paid"
+        text += f"; all {len(runs)} runs of this folder: {plural(requests, 'request')} paid"
     return text
 
 
@@ -161,14 +163,14 @@ def taxonomy_report(tagged: Iterable[dict], taxonomy, max_new_types: int = MAX_N
 
 
 def taxonomy_report_markdown(report: dict) -> str:
-    lines = [f"# Taxonomy report ({report['seeds']} seeds, taxonomy {report['taxonomy_version']})", "",
+    lines = [f"# Taxonomy report ({plural(report['seeds'], 'seed')}, taxonomy {report['taxonomy_version']})", "",
              "| dimension | zh | seeds it fits |", "|---|---|---:|"]
     lines += [f"| {d['id']} | {d['zh']} | {d['seeds']} |" for d in report["dimensions"]]
     lines += ["", "## Candidate new constraint types", ""]
     if not report["candidate_new_types"]:
         lines.append("None proposed.")
     for c in report["candidate_new_types"]:
-        lines.append(f"- **{c['name']}** ({c['count']} seeds): {'; '.join(c['descriptions'])}")
+        lines.append(f"- **{c['name']}** ({plural(c['count'], 'seed')}): {'; '.join(c['descriptions'])}")
         lines += [f"  - e.g. {s}" for s in c["example_seeds"]]
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ from flows.contracts import PAIR_STAGES, STAGES
 from flows.report import funnel, reasons_text
 from flows.store import ShardStore, read_batches, write_text_atomic
 from flows.taxonomy import load_paper_stats, load_taxonomy
+from flows.words import plural
 
 __all__ = ["render_report_html", "report_data", "svg_grouped_bars", "svg_hbars", "write_report_html"]
 
@@ -547,8 +548,8 @@ def _counts_section(data: dict) -> str:
                              series, unit="%")
     mean = sum(n * c for n, c in ours.items()) / total
     paper_mean = sum(n * c for n, c in theirs.items()) / paper_total if paper_total else None
-    summary = (f"{total:,} SFT rows, mean {mean:.2f} constraints each"
-               + (f"; the paper's training set: {paper_total:,} instructions, mean {paper_mean:.2f}."
+    summary = (f"{plural(total, 'SFT row')}, mean {mean:.2f} constraints each"
+               + (f"; the paper's training set: {plural(paper_total, 'instruction')}, mean {paper_mean:.2f}."
                   if paper_mean is not None else "; the paper's numbers are not available."))
     table = _table(["constraints", "rows", "share", "paper share"],
                    [[n, ours.get(n, 0), _pct(ours.get(n, 0), total), _pct(theirs.get(n, 0), paper_total)]
@@ -573,8 +574,8 @@ def _mix_section(data: dict) -> str:
     table = _table(["dimension", "id", "constraints", "share", "paper share"],
                    [[_e(label), f"<code>{_e(d)}</code>", ours.get(d, 0), _pct(ours.get(d, 0), total),
                      "–" if d not in theirs else f"{theirs[d]:.1f}%"] for d, label in order], numeric=[2, 3, 4])
-    note = _note(f"{total:,} constraints in the SFT split. The paper quotes shares of its eval set's constraints "
-                 "(its training set's are not published).")
+    note = _note(f"{plural(total, 'constraint')} in the SFT split. The paper quotes shares of its eval set's "
+                 "constraints (its training set's are not published).")
     return _section("mix", note + chart + _details("table", table))
 
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import DEMO_SEEDS, run_cli
 from flows.contracts import SYSTEM_PROMPT, serialise_instruction
 from flows.exports import TRACE_FIELDS, write_exports
 
@@ -151,6 +153,42 @@ def test_hf_card_configs_load_the_folder(exported, tmp_path):
     for split in splits:
         ds = datasets.load_dataset(str(out / "hf"), split, cache_dir=str(tmp_path))
         assert sum(d.num_rows for d in ds.values()) == len(splits[split])
+
+
+def card_configs(hf: Path) -> tuple[set[str], set[str]]:
+    """The configs a card's front matter declares, and those its text tells to load."""
+    text = (hf / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(text.split("---\n")[1])
+    for c in front["configs"]:  # a config without its files raises in `datasets`
+        assert all((hf / f["path"]).is_file() for f in c["data_files"]), c
+    return {c["config_name"] for c in front["configs"]}, set(re.findall(r'load_dataset\(path, "(\w+)"\)', text))
+
+
+def assert_card_loads(hf: Path, cache: Path, splits: set[str]) -> None:
+    import datasets  # a test dependency: the card must tell what `datasets` accepts
+
+    declared, told = card_configs(hf)
+    assert declared == splits and told and told <= declared
+    for name in declared:
+        ds = datasets.load_dataset(str(hf), name, cache_dir=str(cache))
+        assert sum(d.num_rows for d in ds.values()) > 0, name
+
+
+def test_card_names_only_the_configs_with_files(tmp_path):
+    write_exports(tmp_path, {"sft": sft_rows(), "eval": eval_rows(), "dpo": [], "iopo": []}, {})
+    text = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert "dpo" not in text.split("---\n")[1] and "iopo" not in text.split("---\n")[1]
+    assert_card_loads(tmp_path / "hf", tmp_path / "cache", {"sft", "eval"})
+
+
+@pytest.mark.slow
+def test_cli_run_without_preference_rows_has_a_card_that_loads(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("pipeline:\n  preference_data: false\n")  # no DPO nor IOPO rows, whatever the draws
+    done = run_cli("run", "--backend", "simulated", "--seeds", DEMO_SEEDS, "--limit", 4, "--config", config,
+                   "--out", tmp_path / "run", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert_card_loads(tmp_path / "run" / "exports" / "hf", tmp_path / "cache", {"sft", "eval"})
 
 
 def test_card_front_matter_and_sections(exported):

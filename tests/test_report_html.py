@@ -292,4 +292,7 @@ def test_trace_build_report_writes_the_page_of_a_run_folder(tmp_path, sim):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(page) and "Funnel" in page.read_text()
     bad = run_cli("report", tmp_path / "nothing")
+    assert bad.returncode == 2 and "nothing: no such folder" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "other").mkdir()
+    bad = run_cli("report", tmp_path / "other")
     assert bad.returncode == 2 and "not a trace-build run folder" in bad.stderr and "Traceback" not in bad.stderr

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, toy_quadruples
 from flows.train import model as M
 from flows.train import reference as R
 from flows.train.config import TrainConfig
@@ -122,6 +122,18 @@ def test_cli_trains_every_method_from_a_trace_build_run_folder(sim_run_dir, tiny
         report = json.loads((sim_run_dir / f"train-{method}" / "train_report.json").read_text())
         assert report["examples"] == manifest["splits"][split]["rows"] and report["steps"] == 2
         assert f"# {method} training" in done.stdout
+
+
+@pytest.mark.slow
+def test_cli_quiet_training_prints_its_summary_and_nothing_else(tiny_model_dir, tmp_path):
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(toy_quadruples()[:1]))
+    done = run_cli("train", "--data", one, "--model", tiny_model_dir, "--out", tmp_path / "out", "--max-steps", 1,
+                   "--max-length", 128, "--device", "cpu", "--quiet")
+    assert done.returncode == 0, done.stderr
+    # no weight-loading bar, no library FutureWarning nor notice: --quiet leaves the summary alone
+    assert done.stderr == "" and done.stdout.startswith("# iopo training\n")
+    assert ": 1 example, 1 step in " in done.stdout
 
 
 @pytest.mark.slow

@@ -56,6 +56,7 @@ def training_arguments(cfg: TrainConfig, out: Path, bf16: bool) -> TrainingArgum
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=cfg.device == "cpu",
+        dataloader_pin_memory=cfg.device != "cpu" and torch.cuda.is_available(),  # only copies to a GPU gain
         report_to="none",  # MetricsSink writes TensorBoard itself: it must purge the steps a resume redoes
         disable_tqdm=True,
         remove_unused_columns=False,

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from flows.errors import InputError, UserError
+from flows.errors import InputError, OneLineError, UserError
 from flows.train.config import FSDP_NEEDS_GPUS, TrainConfig
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(OneLineError, RuntimeError):
     """A worker process of a launched run exited nonzero (its own error is printed above)."""
 
 
@@ -84,10 +84,16 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _launcher_env() -> dict[str, str]:
+    """torchrun sets OMP_NUM_THREADS=1 for its workers where it is unset, with a banner saying so
+    on every run: the same value set here, without the banner; a value of the user's wins."""
+    return {"OMP_NUM_THREADS": "1", **os.environ}
+
+
 def _run_following(command: list[str], metrics: Path, start: int, on_log: Callable[[dict], None] | None) -> int:
     """Run `command`; meanwhile hand each step after `start` that `metrics` logs to on_log (read
     from where the last look ended: a long run's file is not read again each second)."""
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=_launcher_env())
     last, inode, offset, partial = start, None, 0, b""
     try:
         while True:

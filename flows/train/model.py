@@ -4,6 +4,7 @@ sequences, summed log-probs of the response tokens. The references are in refere
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +32,31 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def _missing(name: str, exc: Exception) -> InputError:
     return InputError(f"{name}: no model there: give a local model folder or a hub name already in the local "
                       f"Hugging Face cache (training never downloads; {type(exc).__name__})")
+
+
+# What transformers and peft print on every run with nothing in it to act on: peft reads a
+# property transformers deprecated (their code, not ours), and the Trainer notes that it gave the
+# model's config the tokenizer's special tokens (load_tokenizer gives a pad token on purpose).
+_DEPRECATED_PROPERTY = r"`is_gradient_checkpointing` is deprecated"
+_TOKENS_ALIGNED = "The tokenizer has new PAD/BOS/EOS tokens"
+
+
+class _DropTokensAligned(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_TOKENS_ALIGNED)
+
+
+_drop_tokens_aligned = _DropTokensAligned()
+
+
+def quiet_libraries() -> None:
+    """No progress bars from transformers or the hub (weights loading and saving: our progress is
+    the steps), and none of the notices above; every other warning, and every error, still shows."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=_DEPRECATED_PROPERTY, category=FutureWarning)
+    logging.getLogger("transformers.trainer_utils").addFilter(_drop_tokens_aligned)  # one instance: added once
 
 
 def load_tokenizer(name: str):

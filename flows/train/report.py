@@ -1,6 +1,8 @@
 """Training metrics as tables and text for the UI and the terminal."""
 from __future__ import annotations
 
+from flows.words import plural
+
 # Columns worth a glance, in order; a method logs the ones that apply to it.
 KEY_METRICS = ("loss", "accuracy_x1", "accuracy_x2", "margin_x1", "margin_x2", "accuracy_y1", "accuracy_y2",
                "margin_y1", "margin_y2", "reward_chosen",
@@ -25,8 +27,8 @@ def summary_markdown(report: dict) -> str:
     first, last = report["first"], report["last"]
     lines = [
         f"# {report['method']} training", "",
-        f"Model `{report['model']}`, data `{report['data']}`: {report['examples']} examples, "
-        f"{report['steps']} steps in {report['seconds']} s on {report['device']} ({report['dtype']}, "
+        f"Model `{report['model']}`, data `{report['data']}`: {plural(report['examples'], 'example')}, "
+        f"{plural(report['steps'], 'step')} in {report['seconds']} s on {report['device']} ({report['dtype']}, "
         f"{'LoRA' if report['lora'] else 'full fine-tuning'}, reference: {report['reference'] or 'none'}).", "",
         f"Saved to `{report['final']}`. Truncated sequences: {report['truncated_sequences']}.", "",
         "| metric | first step | last step |", "|---|---|---|",

@@ -119,12 +119,11 @@ def _gathered(share: dict, state) -> dict:
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None) -> dict:
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
-    from transformers.utils import logging as hf_logging
 
     from flows.train.engine import MetricsSink, PreferenceTrainer, collator, training_arguments
 
     started = time.perf_counter()
-    hf_logging.disable_progress_bar()  # weights loading and saving: our progress is the steps
+    M.quiet_libraries()
     out = cfg.output_dir
     data = load_training_data(cfg)
     identity = C.run_identity(cfg, data.digest())

@@ -78,3 +78,21 @@ def save_tiny(path: str | Path, texts: list[str], seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.train.tiny OUT [--texts FILE]`: a tiny model to try training on a CPU (its
+    weights are random: it learns the loss, not the language)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.train.tiny", description=main.__doc__.split(":", 1)[1])
+    parser.add_argument("out", help="folder to write the model and tokenizer to (then: trace-build train --model OUT)")
+    parser.add_argument("--texts", help="a text file (JSON, JSONL, anything) whose text the tokenizer learns")
+    args = parser.parse_args(argv)
+    texts = Path(args.texts).read_text(encoding="utf-8").splitlines() if args.texts else []
+    print(save_tiny(args.out, texts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
