@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="folder to write the model and tokenizer to (then: trace-build train --model OUT)")
     parser.add_argument("--texts", help="a text file (JSON, JSONL, anything) whose text the tokenizer learns")
     args = parser.parse_args(argv)
+    from flows.train.model import quiet_libraries
+
+    quiet_libraries()
     texts = Path(args.texts).read_text(encoding="utf-8").splitlines() if args.texts else []
     print(save_tiny(args.out, texts))
     return 0
