@@ -17,7 +17,7 @@ from flows import aio, prefect_api
 from flows.config import BUILD_OPTIONS, ConfigError, build_overrides, load_config
 from flows.errors import InputError, StageBug, UserError
 from flows.llm.running import BackendError
-from flows.progress import StepProgress, TqdmProgress
+from flows.progress import StepProgress, CliProgress
 from flows.suites import SUITES, suite_names
 from flows.train.methods import METHODS
 
@@ -29,7 +29,7 @@ def cmd_run(args) -> int:
     from flows.report import cost_text, format_funnel, written_exports
 
     cfg = load_config(args.config, build_overrides(**{name: getattr(args, name) for name in BUILD_OPTIONS}))
-    progress = TqdmProgress(enabled=not args.quiet)
+    progress = CliProgress(enabled=not args.quiet)
     try:
         result = aio.run(build_trace(cfg, progress))
     except LLMFailure as exc:
@@ -209,7 +209,7 @@ def cmd_train(args) -> int:
         from flows.train.evaluate_after import EvaluationIncomplete, evaluate_after, evaluate_plainly
 
         try:
-            table = evaluate_after(cfg, report, evaluate_plainly(TqdmProgress(enabled=not args.quiet)))
+            table = evaluate_after(cfg, report, evaluate_plainly(CliProgress(enabled=not args.quiet)))
         except EvaluationIncomplete as exc:
             print(f"trace-build: error: {exc}", file=sys.stderr)
             return 1
@@ -229,7 +229,7 @@ def cmd_eval(args) -> int:
         backend=args.backend, backend_model=args.backend_model, judge_base_urls=args.judge_base_url,
         judge_model=args.judge_model, judge_backend=args.judge_backend, judge_backend_model=args.judge_backend_model,
         judge_api_key_env=args.judge_api_key_env), model=EvalConfig)
-    progress = TqdmProgress(enabled=not args.quiet and not cfg.responses)
+    progress = CliProgress(enabled=not args.quiet and not cfg.responses)
     if cfg.suite == ALL:
         from flows.table3 import evaluate_all, table_markdown
 

@@ -1,5 +1,5 @@
 """How a long job reports how far it is: rows through each stage of a build, rows through each
-phase of an evaluation. The CLI shows them (TqdmProgress: bars on a terminal, plain lines in a log
+phase of an evaluation. The CLI shows them (CliProgress: bars on a terminal, plain lines in a log
 or a pipe), the flows update Prefect progress artifacts (reporting.ArtifactProgress); the work
 itself only calls these three methods."""
 from __future__ import annotations
@@ -122,7 +122,7 @@ class BarProgress:
             bar.close()
 
 
-class TqdmProgress:
+class CliProgress:
     """The CLI's progress: bars on a terminal, plain lines in a log or a pipe, nothing when not
     enabled (--quiet)."""
 

@@ -60,10 +60,10 @@ def test_the_cli_progress_draws_bars_only_on_a_terminal(monkeypatch):
             return self.tty
 
     monkeypatch.setattr(sys, "stderr", Stream(True))
-    assert isinstance(P.TqdmProgress(enabled=True)._to, P.BarProgress)
+    assert isinstance(P.CliProgress(enabled=True)._to, P.BarProgress)
     monkeypatch.setattr(sys, "stderr", Stream(False))
-    assert isinstance(P.TqdmProgress(enabled=True)._to, P.PlainProgress)
-    assert isinstance(P.TqdmProgress(enabled=False)._to, P.NoProgress)
+    assert isinstance(P.CliProgress(enabled=True)._to, P.PlainProgress)
+    assert isinstance(P.CliProgress(enabled=False)._to, P.NoProgress)
 
 
 def test_training_steps_are_plain_lines_off_a_terminal(capsys):
