@@ -251,8 +251,7 @@ async def evaluate(cfg: EvalConfig, progress: Progress = NoProgress()) -> EvalRe
     rows = load_eval_rows(cfg.data, taxonomy, cfg.limit)
     if cfg.sample:
         rows = spread_sample(rows, cfg.sample)
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(cfg.out)  # made by the first answer cached or the results: a run that paid nothing leaves none
     progress.start(dict.fromkeys(PHASES, len(rows)))
     cache = RequestCache(out_dir / "llm-cache.sqlite")  # a rerun pays for nothing it has already asked
     checks_cache = RequestCache(Path(cfg.checks_cache) if cfg.checks_cache else out_dir.parent / "eval-checks.sqlite")

@@ -158,8 +158,7 @@ async def run_benchmark(bench: Benchmark, cfg: EvalConfig, path: Path, every: li
     rows = pick(every, cfg.limit, cfg.sample)
     prompts = default_library()
     templates = {name: prompts.version(name) for name in bench.templates}  # a broken template fails now
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(cfg.out)  # made by the first answer cached or the results: a run that paid nothing leaves none
     progress.start(bench.totals(rows))
     cache = RequestCache(out_dir / "llm-cache.sqlite")
     try:

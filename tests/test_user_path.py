@@ -95,6 +95,15 @@ def test_a_failed_connection_says_what_happened_and_leaves_no_files(tmp_path, ho
     assert not (tmp_path / "run").exists()  # no run folder, no llm-cache.sqlite
 
 
+@pytest.mark.parametrize("suite", ["trace", "ifeval"])
+def test_an_evaluation_that_reached_no_server_leaves_no_files(tmp_path, suite):
+    refused = f"http://127.0.0.1:{free_port()}/v1"
+    result = run_cli("eval", "--suite", suite, "--base-url", refused, "--limit", 2, "--out", tmp_path / "ev", "--quiet")
+    assert result.returncode == 2
+    assert f"{refused}: connection refused" in one_error_line(result)
+    assert list(tmp_path.iterdir()) == []  # no results folder, no eval-checks.sqlite beside it
+
+
 # 3. A folder where a file is, or the reverse: one line naming it, exit 2, nothing written.
 
 @pytest.mark.parametrize("command", ["run", "eval"])

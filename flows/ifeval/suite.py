@@ -152,8 +152,7 @@ async def evaluate_ifeval(cfg: EvalConfig, progress: Progress = NoProgress()) ->
         responses = load_responses(cfg.responses, prompts, known)
         answers = [{"response": r, "failure": None, "cached": False, "model": "responses-file"} for r in responses]
         model_name = f"responses from {cfg.responses}"
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    else:  # the folder is made by the first answer cached or the results: a run that paid nothing leaves none
         progress.start(dict.fromkeys(PHASES, len(prompts)))
         answers = await _ask_model(cfg, prompts, out_dir, progress)
         model_name = next((a["model"] for a in answers if a["model"]), cfg.model.model or "-")
