@@ -172,3 +172,18 @@ def test_every_flow_run_and_worker_waits_the_same_for_an_api_that_went_away():
     assert automations.WITHIN_S > prefect_api.patience_s(prefect_api.RETRIES) + heartbeat
     assert worker_env({"PATH": "/bin"}, None)[prefect_api.RETRIES_ENV] == str(prefect_api.RETRIES)
     assert worker_env({"PATH": "/bin", prefect_api.RETRIES_ENV: "9"}, None)[prefect_api.RETRIES_ENV] == "9"
+
+
+def test_a_flow_failing_on_a_one_line_error_logs_that_line_and_a_bug_keeps_its_traceback():
+    from flows.errors import StageBug, UserError
+    from flows.llm.client import LLMFailure
+
+    one_line = reporting.OneLineFailure()
+    for exc in (LLMFailure("server_unreachable", "http://x/v1: connection refused"), UserError("seeds.jsonl: row 3"),
+                StageBug("12 rows rejected because a stage's code failed")):
+        record = engine_record(exc)
+        record.msg, record.args = "Encountered exception during execution: %r", (exc,)
+        assert one_line.filter(record)
+        assert logging.Formatter().format(record) == str(exc)
+    record = engine_record(KeyError("funnel"))
+    assert one_line.filter(record) and "Traceback" in logging.Formatter().format(record)
