@@ -169,6 +169,17 @@ def prefect_server(tmp_path_factory):
         server.wait(timeout=30)
 
 
+def stop_worker(worker: subprocess.Popen) -> None:
+    """SIGTERM, then its whole session (it runs in its own) killed if it has not left in 15 s:
+    a worker can take longer than that to leave on a busy machine."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=15)
+
+
 def start_worker(env, name: str, logdir: Path) -> subprocess.Popen:
     log = open(logdir / f"{name}.log", "a")
     return subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "local", "--name", name, "--limit", "1"],

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import BIN, DEMO_SEEDS, REPO, prefect_api_call as api, run_cli, sim_requests, start_sim, start_worker
+from conftest import BIN, DEMO_SEEDS, REPO, prefect_api_call as api, run_cli, sim_requests, start_sim, start_worker, stop_worker
 from flows.llm import simulator
 from flows.llm.running import free_port
 
@@ -175,8 +175,7 @@ def test_the_nightly_deployment_dry_runs_on_the_simulator_and_a_failure_says_why
              "--param", f"out={tmp_path / 'refused'}", "--watch"],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=420)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop_worker(worker)
     assert failed.returncode == 1
     watched = " ".join(failed.stdout.split())  # the watch wraps long lines
     assert f"{refused}: connection refused" in watched, failed.stdout[-3000:]
