@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flows import words
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -22,4 +24,5 @@ def within(n: int, low: int | None, high: int | None) -> bool:
 
 
 def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    # without thousands separators: the reasons already stored in run folders read so
+    return words.plural(n, noun, grouped=False)
